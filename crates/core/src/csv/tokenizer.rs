@@ -1,0 +1,500 @@
+//! A streaming RFC 4180 tokenizer that reads any byte stream in fixed-size chunks.
+//!
+//! Written by hand rather than on the `csv` crate because an upload must survive what real files contain: an
+//! unterminated quote rejects one record and parsing resumes on the next line instead of swallowing the rest
+//! of the file, fields over the cap are rejected without being buffered, and every record knows the line it
+//! started on. Memory is bounded by the limits whatever the input.
+
+use std::io::{self, Read};
+
+const CHUNK: usize = 64 * 1024;
+
+/// Size limits that keep memory bounded on hostile input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest field in bytes; a longer one rejects its record.
+    pub max_field_bytes: usize,
+    /// Most fields in one record.
+    pub max_fields: usize,
+    /// Longest record kept for recovery from an unterminated quote.
+    pub max_record_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_field_bytes: 16 * 1024,
+            max_fields: 512,
+            max_record_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Why a record was rejected by the tokenizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordProblem {
+    /// Field `index` (0-based) is longer than the limit.
+    FieldTooLong {
+        index: usize,
+    },
+    TooManyFields,
+    /// A quoted field never closed. `recovered`: parsing went on from the next line; otherwise the rest of the
+    /// input (through `last_line`) belonged to this record and is lost with it.
+    UnterminatedQuote {
+        recovered: bool,
+        last_line: u64,
+    },
+}
+
+/// What [`Tokenizer::next_record`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Record,
+    Rejected(RecordProblem),
+    End,
+}
+
+/// One record's fields as bytes; reused between calls to avoid allocating per row.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Line the record starts on, 1-based.
+    pub line: u64,
+    fields: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl Record {
+    pub fn fields(&self) -> &[Vec<u8>] {
+        &self.fields[..self.len]
+    }
+
+    fn start(&mut self, line: u64) {
+        self.line = line;
+        self.len = 0;
+    }
+
+    fn new_field(&mut self) -> &mut Vec<u8> {
+        if self.len == self.fields.len() {
+            self.fields.push(Vec::new());
+        }
+        let f = &mut self.fields[self.len];
+        f.clear();
+        self.len += 1;
+        f
+    }
+}
+
+pub struct Tokenizer<R> {
+    src: R,
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+    eof: bool,
+    /// Bytes to read again before `buf` (after an unterminated quote).
+    replay: Vec<u8>,
+    replay_pos: usize,
+    /// The current record's raw bytes, for replay; `None` once it outgrew `max_record_bytes`.
+    raw: Option<Vec<u8>>,
+    line: u64,
+    delimiter: u8,
+    limits: Limits,
+    bytes_read: u64,
+}
+
+impl<R> std::fmt::Debug for Tokenizer<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("line", &self.line)
+            .field("delimiter", &self.delimiter)
+            .finish()
+    }
+}
+
+enum FieldEnd {
+    Delimiter,
+    Record,
+    Eof,
+    Unterminated,
+}
+
+impl<R: Read> Tokenizer<R> {
+    /// Reads the first chunk, skips a UTF-8 BOM and sniffs the delimiter (`,` `;` or tab) from the first line.
+    pub fn new(src: R, limits: Limits) -> io::Result<Self> {
+        let mut t = Tokenizer {
+            src,
+            buf: vec![0; CHUNK].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            eof: false,
+            replay: Vec::new(),
+            replay_pos: 0,
+            raw: Some(Vec::new()),
+            line: 1,
+            delimiter: b',',
+            limits,
+            bytes_read: 0,
+        };
+        t.fill()?;
+        if t.buf[..t.end].starts_with(b"\xEF\xBB\xBF") {
+            t.pos = 3;
+        }
+        t.delimiter = sniff_delimiter(&t.buf[t.pos..t.end]);
+        Ok(t)
+    }
+
+    /// Bytes taken from the source so far (for progress reporting).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// Reads the next record into `rec`, skipping blank lines. I/O errors are returned as they are: the
+    /// stream cannot be trusted after one.
+    pub fn next_record(&mut self, rec: &mut Record) -> io::Result<Next> {
+        loop {
+            if self.peek()?.is_none() {
+                return Ok(Next::End);
+            }
+            let outcome = self.record(rec)?;
+            let blank = rec.len == 1 && rec.fields[0].is_empty() && outcome == Next::Record;
+            if !blank {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    fn record(&mut self, rec: &mut Record) -> io::Result<Next> {
+        rec.start(self.line);
+        self.raw = Some(self.raw.take().unwrap_or_default());
+        if let Some(raw) = &mut self.raw {
+            raw.clear();
+        }
+        let mut problem = None;
+        loop {
+            let index = rec.len;
+            let too_many = index >= self.limits.max_fields;
+            if too_many && problem.is_none() {
+                problem = Some(RecordProblem::TooManyFields);
+            }
+            let sink = if too_many { None } else { Some(rec.new_field()) };
+            let (end, overflow) = self.field(sink)?;
+            if overflow && problem.is_none() {
+                problem = Some(RecordProblem::FieldTooLong { index });
+            }
+            match end {
+                FieldEnd::Delimiter => continue,
+                FieldEnd::Record | FieldEnd::Eof => break,
+                FieldEnd::Unterminated => return Ok(Next::Rejected(self.recover(rec.line))),
+            }
+        }
+        Ok(problem.map_or(Next::Record, Next::Rejected))
+    }
+
+    /// After an unterminated quote: read again from the line after the record's first line, so one stray quote
+    /// costs one row. Possible only while the record's bytes were kept.
+    fn recover(&mut self, first_line: u64) -> RecordProblem {
+        let last_line = self.line;
+        let Some(raw) = self.raw.take() else {
+            return RecordProblem::UnterminatedQuote {
+                recovered: false,
+                last_line,
+            };
+        };
+        let Some(nl) = raw.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            return RecordProblem::UnterminatedQuote {
+                recovered: false,
+                last_line,
+            };
+        };
+        let skip = if raw[nl] == b'\r' && raw.get(nl + 1) == Some(&b'\n') {
+            nl + 2
+        } else {
+            nl + 1
+        };
+        let mut replay = raw[skip..].to_vec();
+        replay.extend_from_slice(&self.replay[self.replay_pos..]);
+        self.replay = replay;
+        self.replay_pos = 0;
+        self.line = first_line + 1;
+        self.raw = Some(raw);
+        RecordProblem::UnterminatedQuote {
+            recovered: true,
+            last_line: first_line,
+        }
+    }
+
+    /// Reads one field into `out` (or discards it), returning how it ended and whether it overflowed.
+    fn field(&mut self, mut out: Option<&mut Vec<u8>>) -> io::Result<(FieldEnd, bool)> {
+        let max = self.limits.max_field_bytes;
+        let mut overflow = false;
+        let push = |out: &mut Option<&mut Vec<u8>>, overflow: &mut bool, b: u8| {
+            if let Some(o) = out {
+                if o.len() < max {
+                    o.push(b);
+                } else {
+                    *overflow = true;
+                }
+            }
+        };
+        let quoted = self.peek()? == Some(b'"');
+        if quoted {
+            self.bump();
+            loop {
+                match self.bump_byte()? {
+                    None => return Ok((FieldEnd::Unterminated, overflow)),
+                    Some(b'"') => match self.peek()? {
+                        Some(b'"') => {
+                            self.bump();
+                            push(&mut out, &mut overflow, b'"');
+                        }
+                        // Lenient like most readers: `"ab"cd` is `abcd`; the rest is read unquoted.
+                        _ => break,
+                    },
+                    Some(b) => push(&mut out, &mut overflow, b),
+                }
+            }
+        }
+        loop {
+            match self.bump_byte()? {
+                None => return Ok((FieldEnd::Eof, overflow)),
+                Some(b) if b == self.delimiter => return Ok((FieldEnd::Delimiter, overflow)),
+                Some(b'\n') => return Ok((FieldEnd::Record, overflow)),
+                Some(b'\r') => {
+                    if self.peek()? == Some(b'\n') {
+                        self.bump();
+                    } else {
+                        self.line += 1; // a lone CR ends a line too
+                    }
+                    return Ok((FieldEnd::Record, overflow));
+                }
+                Some(b) => push(&mut out, &mut overflow, b),
+            }
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        loop {
+            match self.src.read(&mut self.buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    self.pos = 0;
+                    self.end = n;
+                    self.bytes_read += n as u64;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn peek(&mut self) -> io::Result<Option<u8>> {
+        if let Some(&b) = self.replay.get(self.replay_pos) {
+            return Ok(Some(b));
+        }
+        if self.pos == self.end && !self.fill()? {
+            return Ok(None);
+        }
+        Ok(Some(self.buf[self.pos]))
+    }
+
+    /// Consumes the byte [`peek`](Self::peek) returned.
+    fn bump(&mut self) {
+        let b = if self.replay_pos < self.replay.len() {
+            self.replay_pos += 1;
+            self.replay[self.replay_pos - 1]
+        } else {
+            self.pos += 1;
+            self.buf[self.pos - 1]
+        };
+        if b == b'\n' {
+            self.line += 1;
+        }
+        let limit = self.limits.max_record_bytes;
+        if let Some(raw) = &mut self.raw {
+            if raw.len() < limit {
+                raw.push(b);
+            } else {
+                self.raw = None;
+            }
+        }
+    }
+
+    fn bump_byte(&mut self) -> io::Result<Option<u8>> {
+        let b = self.peek()?;
+        if b.is_some() {
+            self.bump();
+        }
+        Ok(b)
+    }
+}
+
+/// Picks the delimiter that occurs most often outside quotes on the first line; `,` on a tie or none.
+fn sniff_delimiter(start: &[u8]) -> u8 {
+    let mut counts = [0usize; 3];
+    let mut in_quotes = false;
+    for &b in start {
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b'\n' | b'\r' if !in_quotes => break,
+            b',' if !in_quotes => counts[0] += 1,
+            b';' if !in_quotes => counts[1] += 1,
+            b'\t' if !in_quotes => counts[2] += 1,
+            _ => {}
+        }
+    }
+    let candidates = [b',', b';', b'\t'];
+    let best = (0..3)
+        .max_by_key(|&i| (counts[i], std::cmp::Reverse(i)))
+        .unwrap_or(0);
+    if counts[best] == 0 { b',' } else { candidates[best] }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Outcome = Result<(u64, Vec<String>), (u64, RecordProblem)>;
+
+    /// Tokenizes `input` into (line, fields) for records and (line, problem) for rejections.
+    fn tokenize(input: &[u8], limits: Limits) -> Vec<Outcome> {
+        let mut t = Tokenizer::new(input, limits).expect("no io error");
+        let mut rec = Record::default();
+        let mut out = Vec::new();
+        loop {
+            match t.next_record(&mut rec).expect("no io error") {
+                Next::End => return out,
+                Next::Record => out.push(Ok((
+                    rec.line,
+                    rec.fields()
+                        .iter()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                        .collect(),
+                ))),
+                Next::Rejected(p) => out.push(Err((rec.line, p))),
+            }
+        }
+    }
+
+    fn ok(line: u64, fields: &[&str]) -> Outcome {
+        Ok((line, fields.iter().map(|s| (*s).to_owned()).collect()))
+    }
+
+    #[test]
+    fn quotes_newlines_crlf_bom_and_blank_lines() {
+        let input = b"\xEF\xBB\xBFa,b\r\n\"x, \"\"y\"\"\",\"multi\nline\"\r\n\r\n\nlast,row";
+        assert_eq!(
+            tokenize(input, Limits::default()),
+            vec![
+                ok(1, &["a", "b"]),
+                ok(2, &["x, \"y\"", "multi\nline"]),
+                ok(6, &["last", "row"])
+            ]
+        );
+    }
+
+    #[test]
+    fn sniffs_semicolon_and_tab() {
+        assert_eq!(
+            tokenize(b"a;b;\"c;d\"\n1;2;3", Limits::default())[0],
+            ok(1, &["a", "b", "c;d"])
+        );
+        assert_eq!(
+            tokenize(b"a\tb\tc,d\n", Limits::default())[0],
+            ok(1, &["a", "b", "c,d"])
+        );
+        assert_eq!(
+            tokenize(b"a\tb,c\n", Limits::default())[0],
+            ok(1, &["a\tb", "c"]),
+            "a tie goes to the comma"
+        );
+        assert_eq!(sniff_delimiter(b"\"a;b;c\",d"), b',');
+        assert_eq!(sniff_delimiter(b"single"), b',');
+    }
+
+    #[test]
+    fn unterminated_quote_costs_one_row() {
+        let input = b"h1,h2\n\"broken,row\nok,1\nok,2\n";
+        assert_eq!(
+            tokenize(input, Limits::default()),
+            vec![
+                ok(1, &["h1", "h2"]),
+                Err((
+                    2,
+                    RecordProblem::UnterminatedQuote {
+                        recovered: true,
+                        last_line: 2
+                    }
+                )),
+                ok(3, &["ok", "1"]),
+                ok(4, &["ok", "2"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn unterminated_quote_beyond_the_record_limit_is_reported_with_its_extent() {
+        let limits = Limits {
+            max_record_bytes: 8,
+            ..Limits::default()
+        };
+        let input = b"h\n\"abc\ndefghijkl\nmore\n";
+        assert_eq!(
+            tokenize(input, limits),
+            vec![
+                ok(1, &["h"]),
+                Err((
+                    2,
+                    RecordProblem::UnterminatedQuote {
+                        recovered: false,
+                        last_line: 5
+                    }
+                ))
+            ]
+        );
+    }
+
+    #[test]
+    fn long_fields_and_many_fields_are_rejected_without_stopping() {
+        let limits = Limits {
+            max_field_bytes: 4,
+            max_fields: 3,
+            ..Limits::default()
+        };
+        let input = b"a,b\n12345,x\n\"123456\",y\n1,2,3,4\nz,w\n";
+        assert_eq!(
+            tokenize(input, limits),
+            vec![
+                ok(1, &["a", "b"]),
+                Err((2, RecordProblem::FieldTooLong { index: 0 })),
+                Err((3, RecordProblem::FieldTooLong { index: 0 })),
+                Err((4, RecordProblem::TooManyFields)),
+                ok(5, &["z", "w"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_across_chunk_boundaries() {
+        let mut input = Vec::new();
+        for i in 0..20_000 {
+            input.extend_from_slice(format!("\"name {i}\",\"bio\nwith newline\"\r\n").as_bytes());
+        }
+        let rows = tokenize(&input, Limits::default());
+        assert_eq!(rows.len(), 20_000);
+        assert_eq!(rows[19_999], ok(39_999, &["name 19999", "bio\nwith newline"]));
+    }
+
+    #[test]
+    fn lone_cr_ends_a_line() {
+        assert_eq!(
+            tokenize(b"a\rb\r", Limits::default()),
+            vec![ok(1, &["a"]), ok(2, &["b"])]
+        );
+    }
+}
