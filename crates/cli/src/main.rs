@@ -1,1 +1,54 @@
-fn main() {}
+//! The `leadscore` command.
+
+mod score;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "leadscore", version, about = "Score B2B sales leads for buying intent: rules + AI.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Score a leads CSV against an offer and write the results CSV (one-shot, no server).
+    Score(ScoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScoreArgs {
+    /// The leads CSV (`name,role,company,industry,location,linkedin_bio`); `-` reads standard input.
+    leads: PathBuf,
+    /// The offer JSON: `{"name": ..., "value_props": [...], "ideal_use_cases": [...]}`.
+    #[arg(long)]
+    offer: PathBuf,
+    /// Where to write the results CSV; standard output when omitted.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Score with the rule layer only (every result is `rules_only`).
+    #[arg(long)]
+    no_ai: bool,
+    /// Exit 2 when any row was rejected.
+    #[arg(long)]
+    strict: bool,
+    /// Also write every rejected row (`line,column,message`) to this CSV file.
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Longest accepted field, in bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    max_field_bytes: usize,
+}
+
+/// Exit codes: 0 scored, 1 failed while working, 2 the input cannot be used (or `--strict` and a row was
+/// rejected). Clap's own usage errors also exit 2.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Score(args) => score::run(&args),
+    }
+}

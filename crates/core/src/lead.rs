@@ -27,16 +27,9 @@ pub struct Lead {
 impl Lead {
     /// All six profile fields present: worth the completeness points.
     pub fn is_complete(&self) -> bool {
-        [
-            &self.name,
-            &self.role,
-            &self.company,
-            &self.industry,
-            &self.location,
-            &self.linkedin_bio,
-        ]
-        .iter()
-        .all(|f| !f.is_empty())
+        [&self.name, &self.role, &self.company, &self.industry, &self.location, &self.linkedin_bio]
+            .iter()
+            .all(|f| !f.is_empty())
     }
 }
 
@@ -87,10 +80,7 @@ impl LeadRow<'_> {
             attributes: self
                 .attributes
                 .iter()
-                .map(|(name, value)| Attribute {
-                    name: (*name).to_owned(),
-                    value: clean(value),
-                })
+                .map(|(name, value)| Attribute { name: (*name).to_owned(), value: clean(value) })
                 .collect(),
         };
         if lead.name.is_empty() {
@@ -109,10 +99,7 @@ fn clean(cell: &str) -> String {
         return String::new();
     }
     if cell.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        let kept: String = cell
-            .chars()
-            .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-            .collect();
+        let kept: String = cell.chars().filter(|c| !c.is_control() || *c == '\n' || *c == '\t').collect();
         return kept.trim().to_owned();
     }
     cell.to_owned()
@@ -140,10 +127,7 @@ mod tests {
         assert!(row("Ann", "", "Acme").parse().is_ok());
         assert_eq!(row(" ", "CEO", "Acme").parse(), Err(LeadError::MissingName));
         assert_eq!(row("N/A", "CEO", "Acme").parse(), Err(LeadError::MissingName));
-        assert_eq!(
-            row("Ann", "n/a", "-").parse(),
-            Err(LeadError::MissingRoleAndCompany)
-        );
+        assert_eq!(row("Ann", "n/a", "-").parse(), Err(LeadError::MissingRoleAndCompany));
     }
 
     #[test]

@@ -37,10 +37,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
+        FieldError { field: field.into(), message: message.into() }
     }
 }
 
@@ -53,11 +50,7 @@ impl Offer {
     /// Parses offer JSON (the body of `POST /v1/offers`, or an `offer.json` file).
     pub fn from_json(json: &str) -> Result<Offer, OfferError> {
         let input: OfferInput = serde_json::from_str(json).map_err(|e| {
-            let field = if e.is_syntax() || e.is_eof() {
-                "(body)"
-            } else {
-                "(offer)"
-            };
+            let field = if e.is_syntax() || e.is_eof() { "(body)" } else { "(offer)" };
             OfferError(vec![FieldError::new(field, e.to_string())])
         })?;
         Offer::parse(input)
@@ -69,10 +62,7 @@ impl Offer {
         if name.is_empty() {
             errors.push(FieldError::new("name", "must not be empty"));
         } else if name.chars().count() > MAX_NAME_CHARS {
-            errors.push(FieldError::new(
-                "name",
-                format!("must be at most {MAX_NAME_CHARS} characters"),
-            ));
+            errors.push(FieldError::new("name", format!("must be at most {MAX_NAME_CHARS} characters")));
         }
         let value_props = clean_list("value_props", input.value_props, &mut errors);
         let ideal_use_cases = clean_list("ideal_use_cases", input.ideal_use_cases, &mut errors);
@@ -83,11 +73,7 @@ impl Offer {
             ));
         }
         if errors.is_empty() {
-            Ok(Offer {
-                name,
-                value_props,
-                ideal_use_cases,
-            })
+            Ok(Offer { name, value_props, ideal_use_cases })
         } else {
             Err(OfferError(errors))
         }
@@ -96,10 +82,7 @@ impl Offer {
 
 fn clean_list(field: &str, items: Vec<String>, errors: &mut Vec<FieldError>) -> Vec<String> {
     if items.len() > MAX_LIST_ITEMS {
-        errors.push(FieldError::new(
-            field,
-            format!("must have at most {MAX_LIST_ITEMS} entries"),
-        ));
+        errors.push(FieldError::new(field, format!("must have at most {MAX_LIST_ITEMS} entries")));
     }
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
@@ -144,10 +127,7 @@ mod tests {
     #[test]
     fn rejects_unknown_fields_and_bad_json() {
         let err = Offer::from_json(r#"{"name": "x", "ideal_use_case": ["SaaS"]}"#).expect_err("typo");
-        assert!(
-            err.to_string().contains("unknown field `ideal_use_case`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unknown field `ideal_use_case`"), "{err}");
         let err = Offer::from_json("{").expect_err("syntax");
         assert_eq!(err.0[0].field, "(body)");
     }

@@ -23,9 +23,7 @@ pub(crate) struct PhraseTable<T> {
 
 impl<T> Default for PhraseTable<T> {
     fn default() -> Self {
-        Self {
-            by_first: HashMap::new(),
-        }
+        Self { by_first: HashMap::new() }
     }
 }
 
@@ -37,10 +35,7 @@ impl<T> PhraseTable<T> {
         let Some(Token::Word(first)) = tokens.first() else {
             panic!("data file pattern {pattern:?} must start with a word");
         };
-        self.by_first
-            .entry(first.clone())
-            .or_default()
-            .push((tokens, value));
+        self.by_first.entry(first.clone()).or_default().push((tokens, value));
     }
 
     /// The longest phrase that starts at `words[at]`: its length in words and its value.
@@ -129,10 +124,7 @@ mod tests {
         let t = table(&["ignore * instructions"]);
         assert!(t.find(&words("ignore instructions")).is_some());
         assert!(t.find(&words("please ignore all of the instructions")).is_some());
-        assert!(
-            t.find(&words("ignore all of the previous instructions"))
-                .is_none()
-        );
+        assert!(t.find(&words("ignore all of the previous instructions")).is_none());
         assert!(t.find(&words("ignore the noise")).is_none());
     }
 

@@ -37,9 +37,7 @@ pub fn parse_reply(text: &str) -> Result<AiVerdict, ReplyError> {
     let objects = json_objects(text);
     let object = match objects.len() {
         0 => {
-            return Err(ReplyError::NoObject(
-                crate::text::truncate_chars(text, 120).to_owned(),
-            ));
+            return Err(ReplyError::NoObject(crate::text::truncate_chars(text, 120).to_owned()));
         }
         1 => &objects[0],
         n => return Err(ReplyError::SeveralObjects(n)),
@@ -54,10 +52,7 @@ pub fn parse_reply(text: &str) -> Result<AiVerdict, ReplyError> {
             .ok_or_else(|| ReplyError::InvalidIntent(format!("{s:?}")))?,
         other => return Err(ReplyError::InvalidIntent(other.to_string())),
     };
-    let reasoning = match object
-        .get("reasoning")
-        .ok_or(ReplyError::MissingField("reasoning"))?
-    {
+    let reasoning = match object.get("reasoning").ok_or(ReplyError::MissingField("reasoning"))? {
         Value::String(s) if !s.trim().is_empty() => s.trim().to_owned(),
         _ => return Err(ReplyError::InvalidReasoning),
     };
@@ -125,10 +120,7 @@ mod tests {
     use super::*;
 
     fn ok(intent: Intent, reasoning: &str) -> Result<AiVerdict, ReplyError> {
-        Ok(AiVerdict {
-            intent,
-            reasoning: reasoning.into(),
-        })
+        Ok(AiVerdict { intent, reasoning: reasoning.into() })
     }
 
     #[test]
@@ -137,10 +129,7 @@ mod tests {
             parse_reply(r#"{"intent": "High", "reasoning": "VP at a SaaS firm."}"#),
             ok(Intent::High, "VP at a SaaS firm.")
         );
-        assert_eq!(
-            parse_reply(r#" {"reasoning": "meh", "intent": "low"} "#),
-            ok(Intent::Low, "meh")
-        );
+        assert_eq!(parse_reply(r#" {"reasoning": "meh", "intent": "low"} "#), ok(Intent::Low, "meh"));
     }
 
     #[test]
@@ -159,22 +148,10 @@ mod tests {
                 r#"{"intent": "Very High", "reasoning": "r"}"#.to_owned(),
                 ReplyError::InvalidIntent("\"Very High\"".into()),
             ),
-            (
-                r#"{"intent": 3, "reasoning": "r"}"#.to_owned(),
-                ReplyError::InvalidIntent("3".into()),
-            ),
-            (
-                r#"{"reasoning": "r"}"#.to_owned(),
-                ReplyError::MissingField("intent"),
-            ),
-            (
-                r#"{"intent": "Low"}"#.to_owned(),
-                ReplyError::MissingField("reasoning"),
-            ),
-            (
-                r#"{"intent": "Low", "reasoning": "  "}"#.to_owned(),
-                ReplyError::InvalidReasoning,
-            ),
+            (r#"{"intent": 3, "reasoning": "r"}"#.to_owned(), ReplyError::InvalidIntent("3".into())),
+            (r#"{"reasoning": "r"}"#.to_owned(), ReplyError::MissingField("intent")),
+            (r#"{"intent": "Low"}"#.to_owned(), ReplyError::MissingField("reasoning")),
+            (r#"{"intent": "Low", "reasoning": "  "}"#.to_owned(), ReplyError::InvalidReasoning),
             (
                 r#"{"intent": "Low", "reasoning": "r", "score": 9}"#.to_owned(),
                 ReplyError::UnknownField("score".into()),
@@ -191,10 +168,7 @@ mod tests {
                 "I'm sorry, but I can't help with that.".to_owned(),
                 ReplyError::NoObject("I'm sorry, but I can't help with that.".into()),
             ),
-            (
-                "High|Strong fit".to_owned(),
-                ReplyError::NoObject("High|Strong fit".into()),
-            ),
+            ("High|Strong fit".to_owned(), ReplyError::NoObject("High|Strong fit".into())),
             ("   ".to_owned(), ReplyError::Empty),
             (
                 r#"{"intent": "High", "reasoning": "unterminated"#.to_owned(),

@@ -51,17 +51,8 @@ pub struct ResultsCsv<W: Write> {
 impl<W: Write> ResultsCsv<W> {
     /// Writes the header: the fixed columns, then the extra columns of the upload in their order.
     pub fn new(out: W, extra_columns: Vec<String>) -> io::Result<Self> {
-        let mut w = ResultsCsv {
-            out,
-            extra_columns: Vec::new(),
-            line: String::with_capacity(512),
-        };
-        w.write_cells(
-            RESULT_COLUMNS
-                .iter()
-                .copied()
-                .chain(extra_columns.iter().map(String::as_str)),
-        )?;
+        let mut w = ResultsCsv { out, extra_columns: Vec::new(), line: String::with_capacity(512) };
+        w.write_cells(RESULT_COLUMNS.iter().copied().chain(extra_columns.iter().map(String::as_str)))?;
         w.extra_columns = extra_columns;
         Ok(w)
     }
@@ -94,12 +85,7 @@ impl<W: Write> ResultsCsv<W> {
         let extras: Vec<&str> = self
             .extra_columns
             .iter()
-            .map(|name| {
-                lead.attributes
-                    .iter()
-                    .find(|a| &a.name == name)
-                    .map_or("", |a| a.value.as_str())
-            })
+            .map(|name| lead.attributes.iter().find(|a| &a.name == name).map_or("", |a| a.value.as_str()))
             .collect();
         let cells: Vec<&str> = fixed.iter().map(String::as_str).chain(extras).collect();
         self.write_cells(cells.into_iter())
@@ -167,11 +153,7 @@ mod tests {
         }
         .parse()
         .expect("valid");
-        let offer = Offer {
-            name: "x".into(),
-            value_props: vec![],
-            ideal_use_cases: vec!["B2B SaaS".into()],
-        };
+        let offer = Offer { name: "x".into(), value_props: vec![], ideal_use_cases: vec!["B2B SaaS".into()] };
         let scoring = Scoring::compose(Rules::for_offer(&offer).score(&lead), AiOutcome::Skipped, vec![]);
         let mut w = ResultsCsv::new(Vec::new(), vec!["Deal Size".into()]).expect("header");
         let row = ResultRow {

@@ -183,12 +183,7 @@ impl Scoring {
         let rules = if self.rule.reasons.is_empty() {
             "no rule points".to_owned()
         } else {
-            self.rule
-                .reasons
-                .iter()
-                .map(|r| r.text)
-                .collect::<Vec<_>>()
-                .join(", ")
+            self.rule.reasons.iter().map(|r| r.text).collect::<Vec<_>>().join(", ")
         };
         let ai = match (self.ai_status, &self.ai_reasoning) {
             (AiStatus::Skipped, _) => "not used; score is 2 x rule score".to_owned(),
@@ -219,13 +214,7 @@ mod tests {
     }
 
     fn verdict(intent: Intent) -> AiOutcome {
-        AiOutcome::Verdict {
-            verdict: AiVerdict {
-                intent,
-                reasoning: "fits".into(),
-            },
-            cached: false,
-        }
+        AiOutcome::Verdict { verdict: AiVerdict { intent, reasoning: "fits".into() }, cached: false }
     }
 
     #[test]
@@ -269,10 +258,7 @@ mod tests {
             (80, Intent::High, ScoreBasis::RulesOnly, None, None)
         );
         let s = Scoring::compose(rule(10), AiOutcome::Failed { error: "429".into() }, vec![]);
-        assert_eq!(
-            (s.final_score, s.ai_status, s.ai_intent),
-            (20, AiStatus::Failed, None)
-        );
+        assert_eq!((s.final_score, s.ai_status, s.ai_intent), (20, AiStatus::Failed, None));
         assert_eq!(
             s.reasoning(),
             "[Rule: Complete profile (+10)] [AI: AI layer failed: 429; score is 2 x rule score]"
@@ -282,20 +268,14 @@ mod tests {
     #[test]
     fn injection_caps_the_verdict_at_low() {
         let s = Scoring::compose(rule(50), verdict(Intent::High), vec![Flag::PromptInjection]);
-        assert_eq!(
-            (s.ai_intent, s.final_score, s.intent),
-            (Some(Intent::Low), 60, Intent::Medium)
-        );
+        assert_eq!((s.ai_intent, s.final_score, s.intent), (Some(Intent::Low), 60, Intent::Medium));
         assert!(s.reasoning().contains("capped at Low"));
     }
 
     #[test]
     fn cached_verdicts_are_marked() {
         let ai = AiOutcome::Verdict {
-            verdict: AiVerdict {
-                intent: Intent::High,
-                reasoning: "r".into(),
-            },
+            verdict: AiVerdict { intent: Intent::High, reasoning: "r".into() },
             cached: true,
         };
         assert_eq!(Scoring::compose(rule(0), ai, vec![]).ai_status, AiStatus::Cached);
@@ -304,9 +284,6 @@ mod tests {
     #[test]
     fn reasoning_reads_like_the_original() {
         let s = Scoring::compose(rule(0), AiOutcome::Skipped, vec![]);
-        assert_eq!(
-            s.reasoning(),
-            "[Rule: no rule points] [AI: not used; score is 2 x rule score]"
-        );
+        assert_eq!(s.reasoning(), "[Rule: no rule points] [AI: not used; score is 2 x rule score]");
     }
 }

@@ -38,11 +38,7 @@ pub fn normalize(text: &str) -> String {
 
 /// The words of `text` after [`normalize`].
 pub fn words(text: &str) -> Vec<String> {
-    normalize(text)
-        .split(' ')
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
+    normalize(text).split(' ').filter(|w| !w.is_empty()).map(str::to_owned).collect()
 }
 
 /// Values that people type into a cell to mean "nothing here".
@@ -56,9 +52,7 @@ pub fn is_blank(value: &str) -> bool {
 
 /// The meaningful lines of a data file: trimmed, without blank lines and `#` comments.
 pub(crate) fn data_lines(file: &str) -> impl Iterator<Item = &str> {
-    file.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    file.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'))
 }
 
 /// Removes control and zero-width characters (which can hide text from a human reviewer but not from a model),
@@ -140,10 +134,7 @@ mod tests {
 
     #[test]
     fn strips_control_and_zero_width_characters() {
-        assert_eq!(
-            strip_invisible("ig\u{200B}nore\u{0007} all\n\nprevious\u{FEFF}"),
-            "ignore all previous"
-        );
+        assert_eq!(strip_invisible("ig\u{200B}nore\u{0007} all\n\nprevious\u{FEFF}"), "ignore all previous");
         assert_eq!(strip_invisible("\u{202E}evil\u{202C}"), "evil");
         assert_eq!(strip_invisible("  a \t b  "), "a b");
     }

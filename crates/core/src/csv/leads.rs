@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::io::{self, Read};
 use std::sync::LazyLock;
 
-use super::tokenizer::{Limits, Next, Record, RecordProblem, Tokenizer};
+use super::tokenizer::{Limits, Next, QuoteProblem, Record, RecordProblem, Tokenizer};
 use crate::lead::{Lead, LeadRow};
 use crate::text::data_lines;
 
@@ -23,14 +23,8 @@ pub enum Field {
 }
 
 impl Field {
-    pub const REQUIRED: [Field; 6] = [
-        Field::Name,
-        Field::Role,
-        Field::Company,
-        Field::Industry,
-        Field::Location,
-        Field::LinkedinBio,
-    ];
+    pub const REQUIRED: [Field; 6] =
+        [Field::Name, Field::Role, Field::Company, Field::Industry, Field::Location, Field::LinkedinBio];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,10 +39,7 @@ impl Field {
     }
 
     fn from_canonical(s: &str) -> Option<Field> {
-        [Field::ExternalId]
-            .into_iter()
-            .chain(Field::REQUIRED)
-            .find(|f| f.as_str() == s)
+        [Field::ExternalId].into_iter().chain(Field::REQUIRED).find(|f| f.as_str() == s)
     }
 }
 
@@ -57,9 +48,7 @@ const HEADER_ALIASES: &str = include_str!("../../data/header_aliases.txt");
 static ALIASES: LazyLock<HashMap<String, Field>> = LazyLock::new(|| {
     let mut map = HashMap::new();
     for line in data_lines(HEADER_ALIASES) {
-        let (field, aliases) = line
-            .split_once(':')
-            .expect("header_aliases.txt: `field: alias, ...`");
+        let (field, aliases) = line.split_once(':').expect("header_aliases.txt: `field: alias, ...`");
         let field = Field::from_canonical(field.trim()).expect("header_aliases.txt: unknown field");
         for alias in aliases.split(',') {
             map.insert(header_key(alias), field);
@@ -81,25 +70,15 @@ fn header_key(cell: &str) -> String {
 /// The header could not be used: nothing in the file can be read as leads.
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
-    #[error(
-        "the file is empty: expected a header row with the columns {}",
-        required_list()
-    )]
+    #[error("the file is empty: expected a header row with the columns {}", required_list())]
     Empty,
     #[error(
         "missing required column{}: {}. Found: {}. Expected the columns {} (aliases such as `title` or `bio` are accepted)",
         if missing.len() > 1 { "s" } else { "" }, missing.join(", "), found_list(found), required_list()
     )]
-    MissingColumns {
-        missing: Vec<&'static str>,
-        found: Vec<String>,
-    },
+    MissingColumns { missing: Vec<&'static str>, found: Vec<String> },
     #[error("column `{field}` appears twice in the header: as `{first}` and as `{second}`")]
-    DuplicateColumn {
-        field: &'static str,
-        first: String,
-        second: String,
-    },
+    DuplicateColumn { field: &'static str, first: String, second: String },
     #[error("the header row is not valid UTF-8: save the file as UTF-8 (\"CSV UTF-8\" in Excel)")]
     NotUtf8,
     #[error("the header row could not be read: {0}")]
@@ -116,11 +95,7 @@ fn found_list(found: &[String]) -> String {
     if found.is_empty() {
         "no columns".to_owned()
     } else {
-        found
-            .iter()
-            .map(|f| format!("`{f}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        found.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -181,15 +156,7 @@ impl<R: Read> LeadReader<R> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| HeaderError::NotUtf8)?;
         let columns = map_columns(&headers)?;
-        Ok(LeadReader {
-            tokenizer,
-            record,
-            columns,
-            headers,
-            seen: HashMap::new(),
-            limits,
-            done: false,
-        })
+        Ok(LeadReader { tokenizer, record, columns, headers, seen: HashMap::new(), limits, done: false })
     }
 
     /// The columns in file order.
@@ -218,11 +185,7 @@ impl<R: Read> LeadReader<R> {
             let next = self.tokenizer.next_record(&mut self.record)?;
             let line = self.record.line;
             let reject = |column: Option<String>, message: String| {
-                Ok(Some(Row::Rejected(RejectedRow {
-                    line,
-                    column,
-                    message,
-                })))
+                Ok(Some(Row::Rejected(RejectedRow { line, column, message })))
             };
             match next {
                 Next::End => return Ok(None),
@@ -331,22 +294,14 @@ fn map_columns(headers: &[String]) -> Result<Vec<Column>, HeaderError> {
             None => columns.push(Column::Extra(h.clone())),
         }
     }
-    let missing: Vec<&'static str> = Field::REQUIRED
-        .into_iter()
-        .filter(|f| !seen.contains_key(f))
-        .map(Field::as_str)
-        .collect();
+    let missing: Vec<&'static str> =
+        Field::REQUIRED.into_iter().filter(|f| !seen.contains_key(f)).map(Field::as_str).collect();
     if missing.is_empty() {
         Ok(columns)
     } else {
         Err(HeaderError::MissingColumns {
             missing,
-            found: headers
-                .iter()
-                .filter(|h| !h.is_empty())
-                .take(20)
-                .cloned()
-                .collect(),
+            found: headers.iter().filter(|h| !h.is_empty()).take(20).cloned().collect(),
         })
     }
 }
@@ -354,16 +309,26 @@ fn map_columns(headers: &[String]) -> Result<Vec<Column>, HeaderError> {
 fn describe(p: &RecordProblem, headers: &[String], limits: Limits, line: u64) -> String {
     match p {
         RecordProblem::FieldTooLong { index } => {
-            let name = headers.get(*index).map_or_else(|| format!("field {}", index + 1), |h| format!("`{h}`"));
+            let name =
+                headers.get(*index).map_or_else(|| format!("field {}", index + 1), |h| format!("`{h}`"));
             format!("{name} is longer than {} bytes", limits.max_field_bytes)
         }
         RecordProblem::TooManyFields => format!("more than {} fields", limits.max_fields),
-        RecordProblem::UnterminatedQuote { recovered: true, .. } => {
-            "unterminated quote: a quoted field opened on this line never closes; the lines after it were read as rows of their own".to_owned()
+        RecordProblem::BadQuote { kind, recovered, last_line } => {
+            let what = match kind {
+                QuoteProblem::Unterminated => {
+                    "unterminated quote: a quoted field opened on this line never closes"
+                }
+                QuoteProblem::Misplaced => {
+                    "misplaced quote: a quoted field is followed by more text before the next delimiter (quotes inside a field must be doubled)"
+                }
+            };
+            if *recovered {
+                format!("{what}; the lines after it were read as rows of their own")
+            } else {
+                format!("{what}, so lines {line}-{last_line} (the rest of the file) could not be read")
+            }
         }
-        RecordProblem::UnterminatedQuote { recovered: false, last_line } => format!(
-            "unterminated quote: a quoted field opened on this line never closes, so lines {line}-{last_line} (the rest of the file) could not be read"
-        ),
     }
 }
 

@@ -22,11 +22,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_field_bytes: 16 * 1024,
-            max_fields: 512,
-            max_record_bytes: 1024 * 1024,
-        }
+        Limits { max_field_bytes: 16 * 1024, max_fields: 512, max_record_bytes: 1024 * 1024 }
     }
 }
 
@@ -38,12 +34,20 @@ pub enum RecordProblem {
         index: usize,
     },
     TooManyFields,
-    /// A quoted field never closed. `recovered`: parsing went on from the next line; otherwise the rest of the
+    /// A quoted field never closed (`Unterminated`), or closed and went on (`"ab"cd`, `Misplaced`).
+    /// `recovered`: parsing went on from the line after the record's first line; otherwise the rest of the
     /// input (through `last_line`) belonged to this record and is lost with it.
-    UnterminatedQuote {
+    BadQuote {
+        kind: QuoteProblem,
         recovered: bool,
         last_line: u64,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuoteProblem {
+    Unterminated,
+    Misplaced,
 }
 
 /// What [`Tokenizer::next_record`] found.
@@ -96,6 +100,8 @@ pub struct Tokenizer<R> {
     /// The current record's raw bytes, for replay; `None` once it outgrew `max_record_bytes`.
     raw: Option<Vec<u8>>,
     line: u64,
+    /// The byte consumed last.
+    prev: u8,
     delimiter: u8,
     limits: Limits,
     bytes_read: u64,
@@ -103,10 +109,7 @@ pub struct Tokenizer<R> {
 
 impl<R> std::fmt::Debug for Tokenizer<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer")
-            .field("line", &self.line)
-            .field("delimiter", &self.delimiter)
-            .finish()
+        f.debug_struct("Tokenizer").field("line", &self.line).field("delimiter", &self.delimiter).finish()
     }
 }
 
@@ -114,7 +117,7 @@ enum FieldEnd {
     Delimiter,
     Record,
     Eof,
-    Unterminated,
+    BadQuote(QuoteProblem),
 }
 
 impl<R: Read> Tokenizer<R> {
@@ -130,6 +133,7 @@ impl<R: Read> Tokenizer<R> {
             replay_pos: 0,
             raw: Some(Vec::new()),
             line: 1,
+            prev: 0,
             delimiter: b',',
             limits,
             bytes_read: 0,
@@ -183,43 +187,37 @@ impl<R: Read> Tokenizer<R> {
             match end {
                 FieldEnd::Delimiter => continue,
                 FieldEnd::Record | FieldEnd::Eof => break,
-                FieldEnd::Unterminated => return Ok(Next::Rejected(self.recover(rec.line))),
+                FieldEnd::BadQuote(kind) => return Ok(Next::Rejected(self.recover(rec.line, kind))),
             }
         }
         Ok(problem.map_or(Next::Record, Next::Rejected))
     }
 
-    /// After an unterminated quote: read again from the line after the record's first line, so one stray quote
-    /// costs one row. Possible only while the record's bytes were kept.
-    fn recover(&mut self, first_line: u64) -> RecordProblem {
-        let last_line = self.line;
+    /// After a broken quote: read again from the line after the record's first line, so one stray quote costs
+    /// one row. Possible only while the record's bytes were kept.
+    fn recover(&mut self, first_line: u64, kind: QuoteProblem) -> RecordProblem {
+        if kind == QuoteProblem::Misplaced {
+            // The rest of the physical line belongs to the broken record.
+            while self.prev != b'\n' && self.peek().ok().flatten().is_some() {
+                self.bump();
+            }
+        }
+        let last_line = if self.prev == b'\n' { self.line - 1 } else { self.line };
         let Some(raw) = self.raw.take() else {
-            return RecordProblem::UnterminatedQuote {
-                recovered: false,
-                last_line,
-            };
+            return RecordProblem::BadQuote { kind, recovered: false, last_line };
         };
         let Some(nl) = raw.iter().position(|&b| b == b'\n' || b == b'\r') else {
-            return RecordProblem::UnterminatedQuote {
-                recovered: false,
-                last_line,
-            };
+            let recovered = kind == QuoteProblem::Misplaced; // nothing after it was swallowed
+            return RecordProblem::BadQuote { kind, recovered, last_line };
         };
-        let skip = if raw[nl] == b'\r' && raw.get(nl + 1) == Some(&b'\n') {
-            nl + 2
-        } else {
-            nl + 1
-        };
+        let skip = if raw[nl] == b'\r' && raw.get(nl + 1) == Some(&b'\n') { nl + 2 } else { nl + 1 };
         let mut replay = raw[skip..].to_vec();
         replay.extend_from_slice(&self.replay[self.replay_pos..]);
         self.replay = replay;
         self.replay_pos = 0;
         self.line = first_line + 1;
         self.raw = Some(raw);
-        RecordProblem::UnterminatedQuote {
-            recovered: true,
-            last_line: first_line,
-        }
+        RecordProblem::BadQuote { kind, recovered: true, last_line: first_line }
     }
 
     /// Reads one field into `out` (or discards it), returning how it ended and whether it overflowed.
@@ -240,14 +238,17 @@ impl<R: Read> Tokenizer<R> {
             self.bump();
             loop {
                 match self.bump_byte()? {
-                    None => return Ok((FieldEnd::Unterminated, overflow)),
+                    None => return Ok((FieldEnd::BadQuote(QuoteProblem::Unterminated), overflow)),
                     Some(b'"') => match self.peek()? {
                         Some(b'"') => {
                             self.bump();
                             push(&mut out, &mut overflow, b'"');
                         }
-                        // Lenient like most readers: `"ab"cd` is `abcd`; the rest is read unquoted.
-                        _ => break,
+                        Some(b'\n' | b'\r') | None => break,
+                        Some(b) if b == self.delimiter => break,
+                        // `"ab"cd`: no writer produces this; it is usually a stray quote that opened a field on
+                        // an earlier line and swallowed rows. Reject and re-read those rows.
+                        Some(_) => return Ok((FieldEnd::BadQuote(QuoteProblem::Misplaced), overflow)),
                     },
                     Some(b) => push(&mut out, &mut overflow, b),
                 }
@@ -315,6 +316,7 @@ impl<R: Read> Tokenizer<R> {
         if b == b'\n' {
             self.line += 1;
         }
+        self.prev = b;
         let limit = self.limits.max_record_bytes;
         if let Some(raw) = &mut self.raw {
             if raw.len() < limit {
@@ -349,9 +351,7 @@ fn sniff_delimiter(start: &[u8]) -> u8 {
         }
     }
     let candidates = [b',', b';', b'\t'];
-    let best = (0..3)
-        .max_by_key(|&i| (counts[i], std::cmp::Reverse(i)))
-        .unwrap_or(0);
+    let best = (0..3).max_by_key(|&i| (counts[i], std::cmp::Reverse(i))).unwrap_or(0);
     if counts[best] == 0 { b',' } else { candidates[best] }
 }
 
@@ -371,10 +371,7 @@ mod tests {
                 Next::End => return out,
                 Next::Record => out.push(Ok((
                     rec.line,
-                    rec.fields()
-                        .iter()
-                        .map(|f| String::from_utf8_lossy(f).into_owned())
-                        .collect(),
+                    rec.fields().iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect(),
                 ))),
                 Next::Rejected(p) => out.push(Err((rec.line, p))),
             }
@@ -390,24 +387,14 @@ mod tests {
         let input = b"\xEF\xBB\xBFa,b\r\n\"x, \"\"y\"\"\",\"multi\nline\"\r\n\r\n\nlast,row";
         assert_eq!(
             tokenize(input, Limits::default()),
-            vec![
-                ok(1, &["a", "b"]),
-                ok(2, &["x, \"y\"", "multi\nline"]),
-                ok(6, &["last", "row"])
-            ]
+            vec![ok(1, &["a", "b"]), ok(2, &["x, \"y\"", "multi\nline"]), ok(6, &["last", "row"])]
         );
     }
 
     #[test]
     fn sniffs_semicolon_and_tab() {
-        assert_eq!(
-            tokenize(b"a;b;\"c;d\"\n1;2;3", Limits::default())[0],
-            ok(1, &["a", "b", "c;d"])
-        );
-        assert_eq!(
-            tokenize(b"a\tb\tc,d\n", Limits::default())[0],
-            ok(1, &["a", "b", "c,d"])
-        );
+        assert_eq!(tokenize(b"a;b;\"c;d\"\n1;2;3", Limits::default())[0], ok(1, &["a", "b", "c;d"]));
+        assert_eq!(tokenize(b"a\tb\tc,d\n", Limits::default())[0], ok(1, &["a", "b", "c,d"]));
         assert_eq!(
             tokenize(b"a\tb,c\n", Limits::default())[0],
             ok(1, &["a\tb", "c"]),
@@ -426,7 +413,8 @@ mod tests {
                 ok(1, &["h1", "h2"]),
                 Err((
                     2,
-                    RecordProblem::UnterminatedQuote {
+                    RecordProblem::BadQuote {
+                        kind: QuoteProblem::Unterminated,
                         recovered: true,
                         last_line: 2
                     }
@@ -439,10 +427,7 @@ mod tests {
 
     #[test]
     fn unterminated_quote_beyond_the_record_limit_is_reported_with_its_extent() {
-        let limits = Limits {
-            max_record_bytes: 8,
-            ..Limits::default()
-        };
+        let limits = Limits { max_record_bytes: 8, ..Limits::default() };
         let input = b"h\n\"abc\ndefghijkl\nmore\n";
         assert_eq!(
             tokenize(input, limits),
@@ -450,9 +435,10 @@ mod tests {
                 ok(1, &["h"]),
                 Err((
                     2,
-                    RecordProblem::UnterminatedQuote {
+                    RecordProblem::BadQuote {
+                        kind: QuoteProblem::Unterminated,
                         recovered: false,
-                        last_line: 5
+                        last_line: 4
                     }
                 ))
             ]
@@ -460,12 +446,28 @@ mod tests {
     }
 
     #[test]
-    fn long_fields_and_many_fields_are_rejected_without_stopping() {
-        let limits = Limits {
-            max_field_bytes: 4,
-            max_fields: 3,
-            ..Limits::default()
+    fn a_quote_closed_mid_field_is_rejected_and_swallowed_rows_are_read_again() {
+        let input = b"h1,h2\n\"stray,x\nok,1\nnext,\"q\"z,more\nlast,2\nq,\"a\"b\nend,3";
+        let misplaced = |line, last_line| {
+            Err((line, RecordProblem::BadQuote { kind: QuoteProblem::Misplaced, recovered: true, last_line }))
         };
+        assert_eq!(
+            tokenize(input, Limits::default()),
+            vec![
+                ok(1, &["h1", "h2"]),
+                misplaced(2, 2),
+                ok(3, &["ok", "1"]),
+                misplaced(4, 4),
+                ok(5, &["last", "2"]),
+                misplaced(6, 6),
+                ok(7, &["end", "3"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_fields_and_many_fields_are_rejected_without_stopping() {
+        let limits = Limits { max_field_bytes: 4, max_fields: 3, ..Limits::default() };
         let input = b"a,b\n12345,x\n\"123456\",y\n1,2,3,4\nz,w\n";
         assert_eq!(
             tokenize(input, limits),
@@ -492,9 +494,6 @@ mod tests {
 
     #[test]
     fn lone_cr_ends_a_line() {
-        assert_eq!(
-            tokenize(b"a\rb\r", Limits::default()),
-            vec![ok(1, &["a"]), ok(2, &["b"])]
-        );
+        assert_eq!(tokenize(b"a\rb\r", Limits::default()), vec![ok(1, &["a"]), ok(2, &["b"])]);
     }
 }

@@ -15,12 +15,7 @@ static FILLER: LazyLock<HashSet<String>> = LazyLock::new(|| word_set(FILLER_WORD
 static GENERIC: LazyLock<HashSet<String>> = LazyLock::new(|| word_set(GENERIC_WORDS));
 static GROUPS: LazyLock<Vec<Vec<Key>>> = LazyLock::new(|| {
     data_lines(SYNONYMS)
-        .map(|line| {
-            line.split('|')
-                .map(Key::new)
-                .filter(|k| !k.0.is_empty())
-                .collect()
-        })
+        .map(|line| line.split('|').map(Key::new).filter(|k| !k.0.is_empty()).collect())
         .collect()
 });
 
@@ -49,11 +44,7 @@ pub(crate) struct Key(Vec<String>);
 impl Key {
     pub(crate) fn new(industry: &str) -> Self {
         let filler = &*FILLER;
-        Key(words(industry)
-            .iter()
-            .map(|w| stem(w))
-            .filter(|w| !filler.contains(w))
-            .collect())
+        Key(words(industry).iter().map(|w| stem(w)).filter(|w| !filler.contains(w)).collect())
     }
 
     fn contains(&self, other: &Key) -> bool {
@@ -112,10 +103,7 @@ impl Icp {
             return Some(IndustryMatch::Exact { icp: icp.clone() });
         }
         self.entries.iter().find_map(|(icp, k)| {
-            adjacency(&lead, k).map(|why| IndustryMatch::Adjacent {
-                icp: icp.clone(),
-                why,
-            })
+            adjacency(&lead, k).map(|why| IndustryMatch::Adjacent { icp: icp.clone(), why })
         })
     }
 }
@@ -128,9 +116,7 @@ fn adjacency(a: &Key, b: &Key) -> Option<Adjacency> {
         return Some(Adjacency::Synonyms);
     }
     let generic = &*GENERIC;
-    a.0.iter()
-        .find(|w| !generic.contains(*w) && b.0.contains(w))
-        .map(|w| Adjacency::SharedWord(w.clone()))
+    a.0.iter().find(|w| !generic.contains(*w) && b.0.contains(w)).map(|w| Adjacency::SharedWord(w.clone()))
 }
 
 #[cfg(test)]
@@ -178,12 +164,7 @@ mod tests {
     #[test]
     fn exact_anywhere_beats_an_earlier_adjacent_entry() {
         let m = matches("B2B SaaS", &["B2B SaaS startup", "B2B SaaS"]);
-        assert_eq!(
-            m,
-            Some(IndustryMatch::Exact {
-                icp: "B2B SaaS".into()
-            })
-        );
+        assert_eq!(m, Some(IndustryMatch::Exact { icp: "B2B SaaS".into() }));
     }
 
     #[test]
@@ -194,10 +175,7 @@ mod tests {
         };
         assert_eq!(why("B2B SaaS startup", "B2B SaaS"), Some(Adjacency::Contains));
         assert_eq!(why("Cloud Software", "SaaS"), Some(Adjacency::Synonyms));
-        assert_eq!(
-            why("Digital Health", "Health Insurance"),
-            Some(Adjacency::SharedWord("health".into()))
-        );
+        assert_eq!(why("Digital Health", "Health Insurance"), Some(Adjacency::SharedWord("health".into())));
     }
 
     #[test]
@@ -224,22 +202,14 @@ mod tests {
     #[test]
     fn every_generic_word_alone_does_not_link_industries() {
         for g in data_lines(GENERIC_WORDS) {
-            assert_eq!(
-                kind(matches(&format!("Alpha {g}"), &[&format!("Bravo {g}")])),
-                "none",
-                "{g}"
-            );
+            assert_eq!(kind(matches(&format!("Alpha {g}"), &[&format!("Bravo {g}")])), "none", "{g}");
         }
     }
 
     #[test]
     fn every_filler_word_is_ignored() {
         for f in data_lines(FILLER_WORDS) {
-            assert_eq!(
-                kind(matches(&format!("B2B SaaS {f}"), &["B2B SaaS"])),
-                "exact",
-                "{f}"
-            );
+            assert_eq!(kind(matches(&format!("B2B SaaS {f}"), &["B2B SaaS"])), "exact", "{f}");
             assert_eq!(kind(matches(f, &[f])), "none", "{f} alone is not an industry");
         }
     }

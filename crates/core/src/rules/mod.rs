@@ -54,12 +54,7 @@ pub struct RuleReason {
 
 impl RuleReason {
     fn new(code: ReasonCode, detail: String) -> Self {
-        RuleReason {
-            code,
-            points: code.points(),
-            text: code.text(),
-            detail,
-        }
+        RuleReason { code, points: code.points(), text: code.text(), detail }
     }
 }
 
@@ -79,9 +74,7 @@ pub struct Rules {
 
 impl Rules {
     pub fn for_offer(offer: &Offer) -> Self {
-        Rules {
-            icp: Icp::new(&offer.ideal_use_cases),
-        }
+        Rules { icp: Icp::new(&offer.ideal_use_cases) }
     }
 
     pub fn score(&self, lead: &Lead) -> RuleScore {
@@ -91,10 +84,7 @@ impl Rules {
                 RoleClass::DecisionMaker => ReasonCode::DecisionMakerRole,
                 RoleClass::Influencer => ReasonCode::InfluencerRole,
             };
-            reasons.push(RuleReason::new(
-                code,
-                format!("role {:?} matched {:?}", lead.role, m.matched),
-            ));
+            reasons.push(RuleReason::new(code, format!("role {:?} matched {:?}", lead.role, m.matched)));
         }
         match self.icp.match_industry(&lead.industry) {
             Some(IndustryMatch::Exact { icp }) => reasons.push(RuleReason::new(
@@ -115,10 +105,7 @@ impl Rules {
             None => {}
         }
         if lead.is_complete() {
-            reasons.push(RuleReason::new(
-                ReasonCode::CompleteProfile,
-                "all six fields present".to_owned(),
-            ));
+            reasons.push(RuleReason::new(ReasonCode::CompleteProfile, "all six fields present".to_owned()));
         }
         let score = reasons.iter().map(|r| r.points).sum();
         RuleScore { score, reasons }

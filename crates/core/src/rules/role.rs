@@ -27,10 +27,8 @@ pub(crate) enum RoleTerm {
     Demoter,
 }
 
-pub(crate) const ROLE_FILES: [&str; 2] = [
-    include_str!("../../data/role_terms.txt"),
-    include_str!("../../data/role_terms_intl.txt"),
-];
+pub(crate) const ROLE_FILES: [&str; 2] =
+    [include_str!("../../data/role_terms.txt"), include_str!("../../data/role_terms_intl.txt")];
 
 pub(crate) fn term_of_section(section: &str) -> RoleTerm {
     match section {
@@ -67,10 +65,7 @@ pub struct RoleMatch {
 /// Classifies a job title. The title is split into parts at `& | , / ;` and similar separators; each part is
 /// read left to right taking the longest table phrase at each word; the highest class over all parts wins.
 pub fn classify_role(title: &str) -> Option<RoleMatch> {
-    title
-        .split(['&', '|', ',', '/', ';', '•', '·', '+'])
-        .filter_map(classify_part)
-        .max_by_key(|m| m.class)
+    title.split(['&', '|', ',', '/', ';', '•', '·', '+']).filter_map(classify_part).max_by_key(|m| m.class)
 }
 
 fn classify_part(part: &str) -> Option<RoleMatch> {
@@ -98,10 +93,7 @@ fn classify_part(part: &str) -> Option<RoleMatch> {
         if let Some(class) = class
             && best.as_ref().is_none_or(|b| class > b.class)
         {
-            best = Some(RoleMatch {
-                class,
-                matched: words[at..at + len].join(" "),
-            });
+            best = Some(RoleMatch { class, matched: words[at..at + len].join(" ") });
         }
         demote_next = false;
         at += len;
@@ -228,11 +220,7 @@ mod tests {
                         RoleTerm::Mask => assert_eq!(got, None, "[{section}] {entry}"),
                         RoleTerm::Void => {
                             assert_eq!(class(&format!("{entry} CEO")), None, "[{section}] {entry} CEO");
-                            assert_eq!(
-                                class(&format!("CEO ({entry} x)")),
-                                DM,
-                                "[{section}] CEO ({entry} x)"
-                            );
+                            assert_eq!(class(&format!("CEO ({entry} x)")), DM, "[{section}] CEO ({entry} x)");
                         }
                         RoleTerm::Demoter => {
                             assert_eq!(class(&format!("{entry} Director")), INF, "[{section}] {entry}");

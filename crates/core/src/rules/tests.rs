@@ -41,11 +41,7 @@ fn examples_of_the_original_service() {
         ("Manager", "Healthcare", "London", saas, 20),
     ];
     for (role, industry, location, icp, want) in cases {
-        assert_eq!(
-            score(role, industry, location, icp).score,
-            want,
-            "{role} / {industry} / {location:?}"
-        );
+        assert_eq!(score(role, industry, location, icp).score, want, "{role} / {industry} / {location:?}");
     }
     assert!(score("VP", "B2B SaaS startup", "Austin", &["B2B SaaS"]).score >= 30);
 }
@@ -54,22 +50,11 @@ fn examples_of_the_original_service() {
 fn reasons_carry_the_original_text_and_codes() {
     let s = score("CEO", "B2B SaaS", "New York", &["B2B SaaS"]);
     let texts: Vec<&str> = s.reasons.iter().map(|r| r.text).collect();
-    assert_eq!(
-        texts,
-        [
-            "Decision maker role (+20)",
-            "Exact ICP match (+20)",
-            "Complete profile (+10)"
-        ]
-    );
+    assert_eq!(texts, ["Decision maker role (+20)", "Exact ICP match (+20)", "Complete profile (+10)"]);
     let codes: Vec<ReasonCode> = s.reasons.iter().map(|r| r.code).collect();
     assert_eq!(
         codes,
-        [
-            ReasonCode::DecisionMakerRole,
-            ReasonCode::ExactIcpMatch,
-            ReasonCode::CompleteProfile
-        ]
+        [ReasonCode::DecisionMakerRole, ReasonCode::ExactIcpMatch, ReasonCode::CompleteProfile]
     );
     let s = score("Team Lead", "B2B SaaS startup", "", &["B2B SaaS"]);
     let texts: Vec<&str> = s.reasons.iter().map(|r| r.text).collect();
@@ -84,11 +69,7 @@ fn reasons_carry_the_original_text_and_codes() {
 fn bugs_of_the_original_are_gone() {
     let icp = &["B2B SaaS"][..];
     let role_points = |role: &str| score(role, "Healthcare", "", icp).score;
-    assert_eq!(
-        role_points("Director"),
-        20,
-        "a director is a decision maker on its own merit"
-    );
+    assert_eq!(role_points("Director"), 20, "a director is a decision maker on its own merit");
     assert_eq!(role_points("Lead Generation Specialist"), 0);
     assert_eq!(role_points("Executive Assistant to the CEO"), 0);
     assert_eq!(role_points("Founding Engineer"), 0);
@@ -102,11 +83,7 @@ fn bugs_of_the_original_are_gone() {
     assert_eq!(industry_points("IT Services", &["Financial Services"]), 0);
     assert_eq!(industry_points("B2B SaaS company", icp), 20);
 
-    assert_eq!(
-        score("Analyst", "Healthcare", "N/A", icp).score,
-        0,
-        "N/A is not a location"
-    );
+    assert_eq!(score("Analyst", "Healthcare", "N/A", icp).score, 0, "N/A is not a location");
     assert_eq!(score("Analyst", "Healthcare", "Berlin", icp).score, 10);
 }
 

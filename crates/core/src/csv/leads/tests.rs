@@ -35,13 +35,8 @@ fn reads_the_original_sample() {
          Mike Wilson,Manager,CloudTech,Healthcare,London,Technology implementation specialist\n"
     );
     let rows = read(csv.as_bytes()).expect("header ok");
-    assert_eq!(
-        accepted(&rows),
-        [(2, "John Doe"), (3, "Jane Smith"), (4, "Mike Wilson")]
-    );
-    let Row::Accepted { lead, .. } = &rows[1] else {
-        panic!("accepted")
-    };
+    assert_eq!(accepted(&rows), [(2, "John Doe"), (3, "Jane Smith"), (4, "Mike Wilson")]);
+    let Row::Accepted { lead, .. } = &rows[1] else { panic!("accepted") };
     assert_eq!(lead.role, "Head of Sales");
     assert_eq!(lead.linkedin_bio, "Leading sales teams in scaling startups");
 }
@@ -53,13 +48,8 @@ fn normalises_headers_aliases_and_keeps_extras() {
     let reader = LeadReader::new(csv.as_bytes(), Limits::default()).expect("header ok");
     assert_eq!(reader.extra_columns(), ["Deal Size"]);
     let rows: Vec<Row> = reader.map(|r| r.expect("io")).collect();
-    let Row::Accepted { lead, .. } = &rows[0] else {
-        panic!("accepted: {rows:?}")
-    };
-    assert_eq!(
-        (lead.name.as_str(), lead.role.as_str(), lead.industry.as_str()),
-        ("Ann", "CTO", "SaaS")
-    );
+    let Row::Accepted { lead, .. } = &rows[0] else { panic!("accepted: {rows:?}") };
+    assert_eq!((lead.name.as_str(), lead.role.as_str(), lead.industry.as_str()), ("Ann", "CTO", "SaaS"));
     assert_eq!(lead.external_id.as_deref(), Some("crm-1"));
     assert_eq!(lead.attributes[0].name, "Deal Size");
     assert_eq!(lead.attributes[0].value, "50k");
@@ -70,11 +60,7 @@ fn every_header_alias_maps_to_its_field() {
     for line in data_lines(HEADER_ALIASES) {
         let (field, aliases) = line.split_once(':').expect("format");
         for alias in aliases.split(',').map(str::trim) {
-            assert_eq!(
-                ALIASES.get(&header_key(alias)).map(|f| f.as_str()),
-                Some(field.trim()),
-                "{alias}"
-            );
+            assert_eq!(ALIASES.get(&header_key(alias)).map(|f| f.as_str()), Some(field.trim()), "{alias}");
             let shouted = alias.to_uppercase().replace(' ', "_");
             assert_eq!(
                 ALIASES.get(&header_key(&shouted)).map(|f| f.as_str()),
@@ -88,16 +74,11 @@ fn every_header_alias_maps_to_its_field() {
 #[test]
 fn one_error_lists_every_missing_column() {
     let err = read(b"Name,Role,Company,Notes\nx,y,z,w\n").expect_err("missing");
-    let HeaderError::MissingColumns { missing, found } = &err else {
-        panic!("{err}")
-    };
+    let HeaderError::MissingColumns { missing, found } = &err else { panic!("{err}") };
     assert_eq!(missing, &["industry", "location", "linkedin_bio"]);
     assert_eq!(found, &["Name", "Role", "Company", "Notes"]);
     let msg = err.to_string();
-    assert!(
-        msg.starts_with("missing required columns: industry, location, linkedin_bio."),
-        "{msg}"
-    );
+    assert!(msg.starts_with("missing required columns: industry, location, linkedin_bio."), "{msg}");
 }
 
 #[test]
@@ -109,10 +90,7 @@ fn header_problems() {
         Err(HeaderError::NotUtf8 | HeaderError::MissingColumns { .. })
     ));
     let err = read(b"name,role,title,company,industry,location,bio\n").expect_err("dup");
-    assert_eq!(
-        err.to_string(),
-        "column `role` appears twice in the header: as `role` and as `title`"
-    );
+    assert_eq!(err.to_string(), "column `role` appears twice in the header: as `role` and as `title`");
 }
 
 #[test]
@@ -133,10 +111,7 @@ fn row_rules() {
          Gus,CEO,Acme,SaaS,N/A,bio\n"
     );
     let rows = read(csv.as_bytes()).expect("header ok");
-    assert_eq!(
-        accepted(&rows),
-        [(2, "Ann"), (10, "Dee"), (12, "Fay"), (14, "Gus")]
-    );
+    assert_eq!(accepted(&rows), [(2, "Ann"), (10, "Dee"), (12, "Fay"), (14, "Gus")]);
     assert_eq!(
         rejected(&rows),
         [
@@ -160,14 +135,7 @@ fn bad_rows_do_not_stop_the_rest() {
     let rows = read(&csv).expect("header ok");
     assert_eq!(accepted(&rows), [(5, "Dee")]);
     let rej = rejected(&rows);
-    assert_eq!(
-        rej[0],
-        (
-            2,
-            Some("linkedin_bio"),
-            "`linkedin_bio` is longer than 16384 bytes"
-        )
-    );
+    assert_eq!(rej[0], (2, Some("linkedin_bio"), "`linkedin_bio` is longer than 16384 bytes"));
     assert_eq!(rej[1].0, 3);
     assert_eq!(rej[1].1, Some("name"));
     assert!(rej[1].2.starts_with("not valid UTF-8"));
@@ -179,9 +147,7 @@ fn bad_rows_do_not_stop_the_rest() {
 fn a_million_rows_are_not_needed_to_prove_streaming_but_chunking_is_exercised() {
     let mut csv = HEADER.to_owned();
     for i in 0..5000 {
-        csv.push_str(&format!(
-            "Lead {i},CEO,Company {i},SaaS,Berlin,\"Bio line one\nline two of {i}\"\n"
-        ));
+        csv.push_str(&format!("Lead {i},CEO,Company {i},SaaS,Berlin,\"Bio line one\nline two of {i}\"\n"));
     }
     let rows = read(csv.as_bytes()).expect("header ok");
     assert_eq!(accepted(&rows).len(), 5000);

@@ -1,0 +1,164 @@
+//! `leadscore score` end to end: the real binary on real files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("leadscore-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn leadscore(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_leadscore")).args(args).current_dir(repo()).output().expect("runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The results CSV as (name, intent, score, rule_score, score_basis, ai_status) rows.
+fn rows(csv: &str) -> Vec<Vec<String>> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let col = |n: &str| header.iter().position(|h| *h == n).expect("column");
+    let wanted = ["name", "intent", "score", "rule_score", "score_basis", "ai_status"].map(col);
+    lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            wanted.iter().map(|&i| cells[i].to_owned()).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn scores_the_examples_and_summarises() {
+    let out = scratch("examples").join("scored.csv");
+    let o = leadscore(&[
+        "score",
+        "examples/leads.csv",
+        "--offer",
+        "examples/offer.json",
+        "-o",
+        out.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(&out).expect("results written");
+    assert!(!out.with_extension("csv.partial").exists(), "partial file renamed away");
+    let rows = rows(&csv);
+    assert_eq!(rows.len(), 16);
+    assert_eq!(rows[0], ["John Doe", "High", "100", "50", "rules_only", "skipped"]);
+    assert_eq!(rows[2], ["Mike Wilson", "Medium", "40", "20", "rules_only", "skipped"]);
+    let err = stderr(&o);
+    assert!(err.contains("Scored 16 leads from examples/leads.csv"), "{err}");
+    assert!(err.contains("rules_only 16"), "{err}");
+    assert!(err.contains("rejected:    0 rows"), "{err}");
+}
+
+#[test]
+fn lists_rejected_rows_with_lines_and_still_exits_0() {
+    let dir = scratch("messy");
+    let (out, rejects) = (dir.join("scored.csv"), dir.join("rejects.csv"));
+    let o = leadscore(&[
+        "score",
+        "examples/messy-leads.csv",
+        "--offer",
+        "examples/offer.json",
+        "-o",
+        out.to_str().expect("utf8"),
+        "--rejects",
+        rejects.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    for expected in [
+        "rejected:    5 rows",
+        "line 3 [Full Name]: name is required",
+        "line 5: duplicate of line 2",
+        "line 8: misplaced quote",
+    ] {
+        assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
+    }
+    let names: Vec<String> =
+        rows(&std::fs::read_to_string(&out).expect("results")).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(names, ["Ada Park", "Eli Stone"]);
+    let rejects = std::fs::read_to_string(&rejects).expect("rejects written");
+    assert_eq!(rejects.lines().count(), 6, "{rejects}");
+    assert!(rejects.starts_with("line,column,message\r\n3,Full Name,name is required\r\n"), "{rejects}");
+}
+
+#[test]
+fn strict_turns_rejected_rows_into_exit_2() {
+    let out = scratch("strict").join("scored.csv");
+    let o = leadscore(&[
+        "score",
+        "examples/messy-leads.csv",
+        "--offer",
+        "examples/offer.json",
+        "--strict",
+        "-o",
+        out.to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn unusable_input_exits_2_with_one_clear_line() {
+    let dir = scratch("unusable");
+    let bad_header = dir.join("bad.csv");
+    std::fs::write(&bad_header, "name,title,notes\nAnn,CEO,x\n").expect("write");
+    let bad_offer = dir.join("offer.json");
+    std::fs::write(&bad_offer, r#"{"name": "x", "ideal_use_cases": []}"#).expect("write");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["score", bad_header.to_str().expect("utf8"), "--offer", "examples/offer.json"],
+            "missing required columns: company, industry, location, linkedin_bio",
+        ),
+        (
+            &["score", "examples/leads.csv", "--offer", bad_offer.to_str().expect("utf8")],
+            "ideal_use_cases: must list at least one ideal use case",
+        ),
+        (
+            &["score", "examples/leads.csv", "--offer", "no-such-offer.json"],
+            "cannot read the offer file no-such-offer.json",
+        ),
+        (
+            &["score", "no-such-leads.csv", "--offer", "examples/offer.json"],
+            "cannot open the leads file no-such-leads.csv",
+        ),
+    ];
+    for (args, message) in cases {
+        let o = leadscore(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(message), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "nothing written to stdout on unusable input");
+    }
+}
+
+#[test]
+fn reads_stdin_and_writes_stdout() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args(["score", "-", "--offer", "examples/offer.json", "--no-ai"])
+        .current_dir(repo())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"name,role,company,industry,location,linkedin_bio\nAnn,VP Sales,Acme,B2B SaaS startup,Oslo,bio\n")
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = rows(&String::from_utf8(o.stdout.clone()).expect("utf8"));
+    assert_eq!(rows, [["Ann", "High", "80", "40", "rules_only", "skipped"]]);
+    assert!(stderr(&o).contains("AI off (--no-ai)"), "{}", stderr(&o));
+}
