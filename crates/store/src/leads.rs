@@ -1,0 +1,120 @@
+//! Leads: accepted CSV rows, one lead each.
+
+use leadscore_core::Lead;
+use time::OffsetDateTime;
+
+use crate::row::DbRow;
+use crate::{Page, Paged, Result, Store, on_pool};
+
+/// A stored lead and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeadRecord {
+    pub id: String,
+    pub upload_id: String,
+    /// Line of the upload the lead was read from.
+    pub line: i64,
+    pub lead: Lead,
+    pub created_at: OffsetDateTime,
+}
+
+pub(crate) const LEAD_COLUMNS: &str = "id, upload_id, line, external_id, name, role, company, industry, location, \
+                                       linkedin_bio, attributes, created_at";
+
+pub(crate) fn from_row(r: &impl DbRow) -> Result<LeadRecord> {
+    Ok(LeadRecord {
+        id: r.text("id")?,
+        upload_id: r.text("upload_id")?,
+        line: r.int("line")?,
+        lead: Lead {
+            external_id: r.opt_text("external_id")?,
+            name: r.text("name")?,
+            role: r.text("role")?,
+            company: r.text("company")?,
+            industry: r.text("industry")?,
+            location: r.text("location")?,
+            linkedin_bio: r.text("linkedin_bio")?,
+            attributes: r.json("attributes")?,
+        },
+        created_at: r.time("created_at")?,
+    })
+}
+
+impl Store {
+    /// Leads of a workspace in upload order, optionally of one upload only.
+    pub async fn list_leads(
+        &self,
+        workspace: &str,
+        upload_id: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<LeadRecord>> {
+        let after = page.after.as_deref().unwrap_or("");
+        let rows = on_pool!(self, pool => {
+            let rows = match upload_id {
+                Some(upload) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "select {LEAD_COLUMNS} from leads where upload_id = $1 and workspace_id = $2 and id > $3 \
+                     order by id limit $4")))
+                    .bind(upload)
+                    .bind(workspace)
+                    .bind(after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(pool)
+                    .await?,
+                None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "select {LEAD_COLUMNS} from leads where workspace_id = $1 and id > $2 order by id limit $3")))
+                    .bind(workspace)
+                    .bind(after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(pool)
+                    .await?,
+            };
+            rows.iter().map(from_row).collect::<Result<Vec<_>>>()?
+        });
+        Ok(page.finish(rows, |l| l.id.clone()))
+    }
+
+    /// Number of leads in a workspace (for page-number pagination on the seed-compatible routes).
+    pub async fn count_leads(&self, workspace: &str) -> Result<i64> {
+        let n = on_pool!(self, pool => sqlx::query_scalar::<_, i64>("select count(*) from leads where workspace_id = $1")
+            .bind(workspace)
+            .fetch_one(pool)
+            .await?);
+        Ok(n)
+    }
+
+    /// Leads by offset, for page-number pagination (`/api/leads/?page=N`).
+    pub async fn leads_at_offset(&self, workspace: &str, offset: i64, limit: i64) -> Result<Vec<LeadRecord>> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select {LEAD_COLUMNS} from leads where workspace_id = $1 order by id limit $2 offset $3")))
+                .bind(workspace)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(from_row).collect()
+        })
+    }
+
+    pub async fn get_lead(&self, workspace: &str, id: &str) -> Result<Option<LeadRecord>> {
+        on_pool!(self, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select {LEAD_COLUMNS} from leads where id = $1 and workspace_id = $2")))
+                .bind(id)
+                .bind(workspace)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(from_row).transpose()
+        })
+    }
+
+    /// Deletes a lead; false when it does not exist in this workspace.
+    pub async fn delete_lead(&self, workspace: &str, id: &str) -> Result<bool> {
+        let done = on_pool!(self, pool => sqlx::query("delete from leads where id = $1 and workspace_id = $2")
+            .bind(id)
+            .bind(workspace)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done > 0)
+    }
+}

@@ -1,0 +1,223 @@
+//! leadscore's persistence: one interface, [`Store`], over PostgreSQL (cluster) and SQLite (embedded). The
+//! backend is picked from the URL scheme at run time, never at compile time.
+//!
+//! Both backends run the same code wherever their SQL is the same ([`on_pool!`] expands one body for each);
+//! where it differs (bulk loading: `COPY` against multi-row `INSERT`) each has its own function next to the
+//! other. The contract tests in `tests/` run every operation against both.
+
+mod keys;
+mod leads;
+mod offers;
+mod row;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+mod uploads;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use keys::NewApiKey;
+pub use leads::LeadRecord;
+pub use offers::OfferRecord;
+pub use uploads::{UploadError, UploadRecord, UploadWriter};
+
+/// The workspace used while no API key exists (auth off).
+pub const DEFAULT_WORKSPACE: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0:?}: use postgres://... or sqlite://...")]
+    UnsupportedUrl(String),
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unknown workspace {0:?}")]
+    UnknownWorkspace(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Pg(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool: one source, compiled once per backend.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::Pool::Pg($pool) => $body,
+            $crate::Pool::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// A page request for cursor pagination: items after `after` (an id from the previous page), in id order.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: u32,
+    pub after: Option<String>,
+}
+
+impl Page {
+    pub const MAX_LIMIT: u32 = 1000;
+
+    /// The limit to ask the database for: one more than requested, to know whether a next page exists.
+    pub(crate) fn fetch_limit(&self) -> i64 {
+        i64::from(self.limit.clamp(1, Self::MAX_LIMIT)) + 1
+    }
+
+    /// Splits `rows` (fetched with [`fetch_limit`](Self::fetch_limit)) into the page and the next cursor.
+    pub(crate) fn finish<T>(&self, mut rows: Vec<T>, cursor: impl Fn(&T) -> String) -> Paged<T> {
+        let limit = self.limit.clamp(1, Self::MAX_LIMIT) as usize;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(cursor)
+        } else {
+            None
+        };
+        Paged { items: rows, next_cursor: next }
+    }
+}
+
+/// One page of items and the cursor of the next page, if any.
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// The persistence interface. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) pool: Pool,
+}
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions { max_connections: 16, acquire_timeout: Duration::from_secs(10) }
+    }
+}
+
+impl Store {
+    /// Opens a pool for `url` (`postgres://...` or `sqlite://path`; `sqlite::memory:` for tests). Connects
+    /// lazily: an unreachable database surfaces on first use (and in `/readyz`), not here. A malformed URL is an
+    /// error here.
+    pub fn connect_lazy(url: &str, opts: &ConnectOptions) -> Result<Store> {
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options =
+                PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+            Pool::Pg(
+                PgPoolOptions::new()
+                    .max_connections(opts.max_connections)
+                    .acquire_timeout(opts.acquire_timeout)
+                    .connect_lazy_with(options),
+            )
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::InvalidUrl(e.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(opts.max_connections)
+                    .acquire_timeout(opts.acquire_timeout)
+                    .connect_lazy_with(options),
+            )
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        Ok(Store { pool })
+    }
+
+    /// [`connect_lazy`](Self::connect_lazy), then waits until the database answers and applies migrations.
+    pub async fn open(url: &str, opts: &ConnectOptions) -> Result<Store> {
+        let store = Store::connect_lazy(url, opts)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Pg(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies the embedded migrations of this backend (idempotent; safe with several processes starting at
+    /// once: sqlx takes an advisory lock on Postgres).
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.pool {
+            Pool::Pg(pool) => migrator(POSTGRES_MIGRATIONS).run(pool).await?,
+            Pool::Sqlite(pool) => migrator(SQLITE_MIGRATIONS).run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, pool => { sqlx::query("select 1").execute(pool).await?; });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await);
+    }
+}
+
+type Migrations = &'static [(i64, &'static str, &'static str)];
+
+const POSTGRES_MIGRATIONS: Migrations =
+    &[(1, "init", include_str!("../../../migrations/postgres/0001_init.sql"))];
+const SQLITE_MIGRATIONS: Migrations =
+    &[(1, "init", include_str!("../../../migrations/sqlite/0001_init.sql"))];
+
+fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(*version, (*name).into(), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
+}
+
+/// A new time-ordered id (UUIDv7, monotonic within the process).
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+pub(crate) fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}

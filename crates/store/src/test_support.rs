@@ -1,0 +1,86 @@
+//! A fresh, isolated database per test: a new PostgreSQL database on the server at `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), or a new SQLite file. Dropped when the test ends.
+
+use std::path::PathBuf;
+
+use crate::{Backend, ConnectOptions, Store};
+
+pub fn postgres_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDb {
+    pub url: String,
+    pub store: Store,
+    cleanup: Cleanup,
+}
+
+#[derive(Debug)]
+enum Cleanup {
+    Postgres { admin_url: String, name: String },
+    Sqlite { dir: PathBuf },
+}
+
+impl TestDb {
+    /// Creates and migrates a fresh database. Panics when the server is unreachable: tests need a real one.
+    pub async fn new(backend: Backend) -> TestDb {
+        let name = format!("ls_test_{}", uuid::Uuid::new_v4().simple());
+        let (url, cleanup) = match backend {
+            Backend::Postgres => {
+                let admin_url = postgres_url();
+                let admin = Store::connect_lazy(
+                    &admin_url,
+                    &ConnectOptions { max_connections: 1, ..Default::default() },
+                )
+                .expect("DATABASE_URL");
+                crate::on_pool!(admin, pool => {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+                        .execute(pool)
+                        .await
+                        .unwrap_or_else(|e| panic!("cannot create a test database on {admin_url}: {e}"));
+                });
+                admin.close().await;
+                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b).to_owned();
+                (format!("{base}/{name}"), Cleanup::Postgres { admin_url, name })
+            }
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(&name);
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                (format!("sqlite://{}", dir.join("leadscore.db").display()), Cleanup::Sqlite { dir })
+            }
+        };
+        let store =
+            Store::open(&url, &ConnectOptions::default()).await.expect("open and migrate the test database");
+        TestDb { url, store, cleanup }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::Sqlite { dir } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Postgres { admin_url, name } => {
+                // Drop runs outside async context; a short-lived thread with its own runtime does the work.
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                    rt.block_on(async {
+                        let admin = Store::connect_lazy(&admin_url, &ConnectOptions::default()).ok()?;
+                        crate::on_pool!(admin, pool => {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name} with (force)")))
+                                .execute(pool)
+                                .await;
+                        });
+                        admin.close().await;
+                        Some(())
+                    })
+                })
+                .join();
+            }
+        }
+    }
+}
