@@ -1,6 +1,7 @@
 //! The `leadscore` command.
 
 mod score;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,8 +17,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the API on an embedded SQLite file (or any DATABASE_URL).
+    Serve(serve::ServeArgs),
     /// Score a leads CSV against an offer and write the results CSV (one-shot, no server).
     Score(ScoreArgs),
+    /// Apply database migrations (serve does this at start too).
+    Migrate(serve::DbArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(serve::KeysCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,6 +57,9 @@ struct ScoreArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve::run_serve(&args),
         Command::Score(args) => score::run(&args),
+        Command::Migrate(db) => serve::run_migrate(&db),
+        Command::Keys(cmd) => serve::run_keys(&cmd),
     }
 }

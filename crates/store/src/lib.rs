@@ -23,6 +23,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use keys::NewApiKey;
 pub use leads::LeadRecord;
 pub use offers::OfferRecord;
+pub use sqlx;
 pub use uploads::{UploadError, UploadRecord, UploadWriter};
 
 /// The workspace used while no API key exists (auth off).

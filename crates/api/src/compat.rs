@@ -1,0 +1,317 @@
+//! Seed compatibility: the original service's routes as thin aliases, with its response shapes and its
+//! `{"error": "..."}` errors. Ids are our ids (strings); that is the one documented difference.
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use leadscore_store::{LeadRecord, OfferRecord, Page};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::extract::{ApiJson, Workspace};
+use crate::problem::ApiError;
+use crate::routes::leads::receive_upload;
+use crate::routes::offers::OfferBody;
+
+/// Leads returned by the upload alias (the original returned every created lead).
+pub const COMPAT_UPLOAD_LEADS: usize = 1000;
+/// The original's page size.
+const PAGE_SIZE: i64 = 10;
+
+/// The original's error body.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": "Offer not found."}))]
+pub struct CompatErrorBody {
+    pub error: String,
+}
+
+/// An [`ApiError`] in the original's shape; validation errors are 400 as in the original.
+#[derive(Debug)]
+pub struct CompatError(pub ApiError);
+
+impl From<ApiError> for CompatError {
+    fn from(e: ApiError) -> Self {
+        CompatError(e)
+    }
+}
+
+impl IntoResponse for CompatError {
+    fn into_response(self) -> Response {
+        let status = match self.0 {
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ref other => other.status(),
+        };
+        let error = match &self.0 {
+            ApiError::NotFound { what: "offer", .. } => "Offer not found.".to_owned(),
+            ApiError::NotFound { what: "lead", .. } => "Lead not found.".to_owned(),
+            other => other.problem().detail,
+        };
+        (status, axum::Json(CompatErrorBody { error })).into_response()
+    }
+}
+
+pub struct CompatWorkspace(String);
+
+impl FromRequestParts<AppState> for CompatWorkspace {
+    type Rejection = CompatError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, CompatError> {
+        Ok(CompatWorkspace(Workspace::from_request_parts(parts, state).await?.0))
+    }
+}
+
+pub struct CompatJson<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for CompatJson<T> {
+    type Rejection = CompatError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, CompatError> {
+        Ok(CompatJson(ApiJson::<T>::from_request(req, state).await?.0))
+    }
+}
+
+/// An offer in the original's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompatOffer {
+    pub id: String,
+    pub name: String,
+    pub value_props: Vec<String>,
+    pub ideal_use_cases: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<OfferRecord> for CompatOffer {
+    fn from(r: OfferRecord) -> Self {
+        CompatOffer {
+            id: r.id,
+            name: r.offer.name,
+            value_props: r.offer.value_props,
+            ideal_use_cases: r.offer.ideal_use_cases,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A lead in the original's shape; `intent`, `score` and `reasoning` are null until it is scored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompatLead {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub company: String,
+    pub industry: String,
+    pub location: String,
+    pub linkedin_bio: String,
+    pub intent: Option<String>,
+    pub score: Option<u8>,
+    pub reasoning: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl CompatLead {
+    fn new(id: String, lead: leadscore_core::Lead, created_at: OffsetDateTime) -> Self {
+        CompatLead {
+            id,
+            name: lead.name,
+            role: lead.role,
+            company: lead.company,
+            industry: lead.industry,
+            location: lead.location,
+            linkedin_bio: lead.linkedin_bio,
+            intent: None,
+            score: None,
+            reasoning: None,
+            created_at,
+        }
+    }
+}
+
+impl From<LeadRecord> for CompatLead {
+    fn from(r: LeadRecord) -> Self {
+        CompatLead::new(r.id, r.lead, r.created_at)
+    }
+}
+
+/// Page-number pagination, as the original.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompatLeadPage {
+    pub count: i64,
+    pub next: Option<String>,
+    pub previous: Option<String>,
+    pub results: Vec<CompatLead>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageNumber {
+    /// Page number, from 1; 10 leads a page.
+    page: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/offer/", tag = "compat", request_body = OfferBody,
+    responses((status = 201, body = CompatOffer), (status = 400, body = CompatErrorBody)))]
+pub async fn create_offer(
+    State(state): State<AppState>,
+    CompatWorkspace(ws): CompatWorkspace,
+    CompatJson(body): CompatJson<OfferBody>,
+) -> Result<impl IntoResponse, CompatError> {
+    let record = state.store.create_offer(&ws, &body.validate()?).await.map_err(ApiError::from)?;
+    Ok((StatusCode::CREATED, axum::Json(CompatOffer::from(record))))
+}
+
+#[utoipa::path(get, path = "/api/offer/", tag = "compat", responses((status = 200, description = "All offers (at most 1000), oldest first", body = Vec<CompatOffer>)))]
+pub async fn list_offers(
+    State(state): State<AppState>,
+    CompatWorkspace(ws): CompatWorkspace,
+) -> Result<axum::Json<Vec<CompatOffer>>, CompatError> {
+    let page = state
+        .store
+        .list_offers(&ws, &Page { limit: Page::MAX_LIMIT, after: None })
+        .await
+        .map_err(ApiError::from)?;
+    Ok(axum::Json(page.items.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/api/offer/{id}/", tag = "compat", params(("id" = String, Path)),
+    responses((status = 200, body = CompatOffer), (status = 404, body = CompatErrorBody)))]
+pub async fn get_offer(
+    State(state): State<AppState>,
+    CompatWorkspace(ws): CompatWorkspace,
+    Path(id): Path<String>,
+) -> Result<axum::Json<CompatOffer>, CompatError> {
+    let record = state
+        .store
+        .get_offer(&ws, &id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| ApiError::not_found("offer", &id))?;
+    Ok(axum::Json(record.into()))
+}
+
+#[utoipa::path(put, path = "/api/offer/{id}/", tag = "compat", params(("id" = String, Path)), request_body = OfferBody,
+    responses((status = 200, body = CompatOffer), (status = 400, body = CompatErrorBody), (status = 404, body = CompatErrorBody)))]
+pub async fn update_offer(
+    State(state): State<AppState>,
+    CompatWorkspace(ws): CompatWorkspace,
+    Path(id): Path<String>,
+    CompatJson(body): CompatJson<OfferBody>,
+) -> Result<axum::Json<CompatOffer>, CompatError> {
+    let offer = body.validate()?;
+    let record = state
+        .store
+        .update_offer(&ws, &id, &offer)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| ApiError::not_found("offer", &id))?;
+    Ok(axum::Json(record.into()))
+}
+
+#[utoipa::path(delete, path = "/api/offer/{id}/", tag = "compat", params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = CompatErrorBody)))]
+pub async fn delete_offer(
+    State(state): State<AppState>,
+    CompatWorkspace(ws): CompatWorkspace,
+    Path(id): Path<String>,
+) -> Result<StatusCode, CompatError> {
+    if state.store.delete_offer(&ws, &id).await.map_err(ApiError::from)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("offer", &id).into())
+    }
+}
+
+#[utoipa::path(get, path = "/api/leads/", tag = "compat", params(PageNumber),
+    responses((status = 200, body = CompatLeadPage), (status = 404, description = "Invalid page", body = CompatErrorBody)))]
+pub async fn list_leads(
+    State(state): State<AppState>,
+    CompatWorkspace(ws): CompatWorkspace,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<PageNumber>,
+) -> Result<axum::Json<CompatLeadPage>, CompatError> {
+    let count = state.store.count_leads(&ws).await.map_err(ApiError::from)?;
+    let pages = ((count + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+    let page = match q.page.as_deref() {
+        None => 1,
+        Some(p) => p
+            .parse::<i64>()
+            .ok()
+            .filter(|p| (1..=pages).contains(p))
+            .ok_or_else(|| CompatError(ApiError::NoRoute("Invalid page.".into())))?,
+    };
+    let leads =
+        state.store.leads_at_offset(&ws, (page - 1) * PAGE_SIZE, PAGE_SIZE).await.map_err(ApiError::from)?;
+    let base = base_url(&headers, "/api/leads/");
+    let link = |p: i64| if p == 1 { base.clone() } else { format!("{base}?page={p}") };
+    Ok(axum::Json(CompatLeadPage {
+        count,
+        next: (page < pages).then(|| link(page + 1)),
+        previous: (page > 1).then(|| link(page - 1)),
+        results: leads.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Absolute URL of `path` on this server, as the original's paginator returned.
+fn base_url(headers: &HeaderMap, path: &str) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+    format!("{scheme}://{host}{path}")
+}
+
+#[utoipa::path(get, path = "/api/leads/{id}/", tag = "compat", params(("id" = String, Path)),
+    responses((status = 200, body = CompatLead), (status = 404, body = CompatErrorBody)))]
+pub async fn get_lead(
+    State(state): State<AppState>,
+    CompatWorkspace(ws): CompatWorkspace,
+    Path(id): Path<String>,
+) -> Result<axum::Json<CompatLead>, CompatError> {
+    let lead = state
+        .store
+        .get_lead(&ws, &id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| ApiError::not_found("lead", &id))?;
+    Ok(axum::Json(lead.into()))
+}
+
+#[utoipa::path(delete, path = "/api/leads/{id}/", tag = "compat", params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = CompatErrorBody)))]
+pub async fn delete_lead(
+    State(state): State<AppState>,
+    CompatWorkspace(ws): CompatWorkspace,
+    Path(id): Path<String>,
+) -> Result<StatusCode, CompatError> {
+    if state.store.delete_lead(&ws, &id).await.map_err(ApiError::from)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("lead", &id).into())
+    }
+}
+
+#[utoipa::path(post, path = "/api/leads/upload/", tag = "compat",
+    request_body(description = "multipart/form-data with a `file` field (or a text/csv body)", content((String = "multipart/form-data"))),
+    responses(
+        (status = 201, description = "The created leads (at most the first 1000). `X-Rows-Rejected` counts rejected rows; \
+            `Location` points to the upload report with every rejected row.", body = Vec<CompatLead>),
+        (status = 400, description = "The file cannot be read as leads", body = CompatErrorBody),
+    ))]
+pub async fn upload_leads(
+    State(state): State<AppState>,
+    CompatWorkspace(ws): CompatWorkspace,
+    req: Request,
+) -> Result<impl IntoResponse, CompatError> {
+    let ingested = receive_upload(&state, &ws, req, COMPAT_UPLOAD_LEADS).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert("x-rows-rejected", HeaderValue::from(ingested.upload.rows_rejected));
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/uploads/{}", ingested.upload.id)) {
+        headers.insert(header::LOCATION, v);
+    }
+    let created_at = ingested.upload.created_at;
+    let leads: Vec<CompatLead> =
+        ingested.leads.into_iter().map(|(id, _, lead)| CompatLead::new(id, lead, created_at)).collect();
+    Ok((StatusCode::CREATED, headers, axum::Json(leads)))
+}

@@ -1,0 +1,119 @@
+//! leadscore's HTTP API: the axum router with every route in one OpenAPI document, auth by API key and
+//! problem+json errors. Used by `leadscore-api` (cluster) and `leadscore serve` (embedded).
+
+pub mod compat;
+pub mod extract;
+pub mod problem;
+pub mod routes;
+pub mod upload;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use leadscore_store::Store;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::problem::ApiError;
+pub use crate::upload::UploadLimits;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub upload_limits: UploadLimits,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "leadscore",
+        description = "Scores B2B sales leads for buying intent: a rule layer (role, industry, completeness) plus an \
+            AI layer. Errors are RFC 9457 problem+json naming the field or CSV line at fault. Authenticate with \
+            `Authorization: Bearer <API key>` once keys exist (`leadscore keys create`).\n\n\
+            The `/api/...` routes mirror the service leadscore replaces (its shapes and `{\"error\": ...}` errors; \
+            ids are strings).",
+        license(name = "Apache-2.0")
+    ),
+    tags(
+        (name = "offers", description = "What you sell and to whom"),
+        (name = "leads", description = "Uploading and reading leads"),
+        (name = "uploads", description = "Upload reports and rejected rows"),
+        (name = "operations", description = "Health and readiness"),
+        (name = "compat", description = "Routes of the original service, kept for existing clients"),
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("API key").build(),
+            ),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
+    }
+}
+
+/// The API routes and their OpenAPI document, built together so neither can miss a route.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use crate::routes::{health, leads, offers, uploads};
+    let uploads_routes = OpenApiRouter::new()
+        .routes(routes!(leads::upload_leads))
+        .routes(routes!(compat::upload_leads))
+        // Uploads stream and enforce their own byte limit.
+        .layer(DefaultBodyLimit::disable());
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(offers::create_offer, offers::list_offers))
+        .routes(routes!(offers::get_offer, offers::update_offer, offers::delete_offer))
+        .routes(routes!(leads::list_leads))
+        .routes(routes!(leads::get_lead, leads::delete_lead))
+        .routes(routes!(uploads::get_upload))
+        .routes(routes!(uploads::list_upload_errors))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(compat::create_offer, compat::list_offers))
+        .routes(routes!(compat::get_offer, compat::update_offer, compat::delete_offer))
+        .routes(routes!(compat::list_leads))
+        .routes(routes!(compat::get_lead, compat::delete_lead))
+        .merge(uploads_routes)
+        .split_for_parts()
+}
+
+/// The whole application: API routes, `/openapi.json`, Swagger UI at `/docs`, and a problem+json 404.
+pub fn app(state: AppState) -> Router {
+    let (api, doc) = api();
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The OpenAPI document alone (for tests and `leadscore openapi`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().1
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, "listening");
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}

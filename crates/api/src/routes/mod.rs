@@ -1,0 +1,4 @@
+pub mod health;
+pub mod leads;
+pub mod offers;
+pub mod uploads;
