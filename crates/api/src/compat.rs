@@ -28,28 +28,43 @@ pub struct CompatErrorBody {
     pub error: String,
 }
 
-/// An [`ApiError`] in the original's shape; validation errors are 400 as in the original.
+/// An error in the original's shape; validation errors are 400 as in the original.
 #[derive(Debug)]
-pub struct CompatError(pub ApiError);
+pub enum CompatError {
+    Api(ApiError),
+    /// A message of the original's own, e.g. "Invalid page.".
+    Plain(StatusCode, &'static str),
+}
 
 impl From<ApiError> for CompatError {
     fn from(e: ApiError) -> Self {
-        CompatError(e)
+        CompatError::Api(e)
     }
 }
 
 impl IntoResponse for CompatError {
     fn into_response(self) -> Response {
-        let status = match self.0 {
-            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            ref other => other.status(),
+        let (status, error) = match self {
+            CompatError::Plain(status, msg) => (status, msg.to_owned()),
+            CompatError::Api(ApiError::Invalid { detail, .. }) => (StatusCode::BAD_REQUEST, detail),
+            CompatError::Api(ApiError::NotFound { what: "offer", .. }) => {
+                (StatusCode::NOT_FOUND, "Offer not found.".to_owned())
+            }
+            CompatError::Api(ApiError::NotFound { what: "lead", .. }) => {
+                (StatusCode::NOT_FOUND, "Lead not found.".to_owned())
+            }
+            CompatError::Api(other) => {
+                if let ApiError::Internal(msg) | ApiError::Unavailable(msg) = &other {
+                    tracing::error!(error = %msg, "request failed");
+                }
+                (other.status(), other.problem().detail)
+            }
         };
-        let error = match &self.0 {
-            ApiError::NotFound { what: "offer", .. } => "Offer not found.".to_owned(),
-            ApiError::NotFound { what: "lead", .. } => "Lead not found.".to_owned(),
-            other => other.problem().detail,
-        };
-        (status, axum::Json(CompatErrorBody { error })).into_response()
+        let mut response = (status, axum::Json(CompatErrorBody { error })).into_response();
+        if matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -241,7 +256,7 @@ pub async fn list_leads(
             .parse::<i64>()
             .ok()
             .filter(|p| (1..=pages).contains(p))
-            .ok_or_else(|| CompatError(ApiError::NoRoute("Invalid page.".into())))?,
+            .ok_or(CompatError::Plain(StatusCode::NOT_FOUND, "Invalid page."))?,
     };
     let leads =
         state.store.leads_at_offset(&ws, (page - 1) * PAGE_SIZE, PAGE_SIZE).await.map_err(ApiError::from)?;

@@ -125,12 +125,10 @@ where
         if total == 0
             && let Some(kind) = binary_kind(&chunk)
         {
-            {
-                fail(&tx, "not CSV".into());
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "this is {kind}, not CSV: export the sheet as CSV (UTF-8) and upload that"
-                )));
-            }
+            fail(&tx, "not CSV".into());
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "this is {kind}, not CSV: export the sheet as CSV (UTF-8) and upload that"
+            )));
         }
         total += chunk.len() as u64;
         if total > max_bytes {

@@ -1,0 +1,645 @@
+//! The API over real HTTP against a real database: every test runs on PostgreSQL and SQLite.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use leadscore_api::{AppState, UploadLimits};
+use leadscore_store::test_support::TestDb;
+use leadscore_store::{Backend, DEFAULT_WORKSPACE, Page};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(leadscore_store::Backend::Postgres).await } )* }
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(leadscore_store::Backend::Sqlite).await } )* }
+    };
+}
+
+both_backends!(
+    offers_crud,
+    bad_requests_are_problems,
+    uploads_multipart_and_csv_bodies,
+    hostile_csv_corpus_never_answers_5xx,
+    upload_limits_store_nothing,
+    an_interrupted_upload_stores_nothing,
+    api_keys_and_workspaces,
+    seed_compatible_routes,
+);
+
+const HEADER: &str = "name,role,company,industry,location,linkedin_bio\n";
+const SAMPLE: &str = "name,role,company,industry,location,linkedin_bio\n\
+    John Doe,CEO,TechCorp,B2B SaaS,New York,15 years building enterprise SaaS platforms\n\
+    Jane Smith,Head of Sales,DataFlow,B2B SaaS,San Francisco,Leading sales teams in scaling startups\n\
+    Mike Wilson,Manager,CloudTech,Healthcare,London,Technology implementation specialist\n";
+
+struct Server {
+    base: String,
+    addr: std::net::SocketAddr,
+    db: TestDb,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn server(backend: Backend) -> Server {
+    server_with(backend, UploadLimits::default()).await
+}
+
+async fn server_with(backend: Backend, upload_limits: UploadLimits) -> Server {
+    let db = TestDb::new(backend).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = AppState { store: db.store.clone(), upload_limits };
+    tokio::spawn(leadscore_api::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    Server { base: format!("http://{addr}"), addr, db, http: reqwest::Client::new(), stop: Some(stop) }
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.http.get(self.url(path)).send().await.expect("request");
+        status_json(r).await
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self.http.post(self.url(path)).json(&body).send().await.expect("request");
+        status_json(r).await
+    }
+
+    async fn upload(&self, path: &str, csv: impl Into<Vec<u8>>) -> reqwest::Response {
+        let form = Form::new().part("file", Part::bytes(csv.into()).file_name("leads.csv"));
+        self.http.post(self.url(path)).multipart(form).send().await.expect("request")
+    }
+
+    async fn upload_json(&self, csv: impl Into<Vec<u8>>) -> (StatusCode, Value) {
+        status_json(self.upload("/v1/leads/upload", csv).await).await
+    }
+}
+
+async fn status_json(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let bytes = r.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    (status, body)
+}
+
+fn offer_json() -> Value {
+    json!({"name": "AI Outreach Automation", "value_props": ["24/7 automated outreach"], "ideal_use_cases": ["B2B SaaS", "Sales teams"]})
+}
+
+async fn offers_crud(backend: Backend) {
+    let s = server(backend).await;
+    let r = s.http.post(s.url("/v1/offers")).json(&offer_json()).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().expect("ascii").to_owned();
+    let created: Value = r.json().await.expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(location, format!("/v1/offers/{id}"));
+    assert_eq!(created["ideal_use_cases"], json!(["B2B SaaS", "Sales teams"]));
+
+    let (status, got) = s.get(&location).await;
+    assert_eq!((status, &got["name"]), (StatusCode::OK, &json!("AI Outreach Automation")));
+
+    for name in ["second", "third"] {
+        s.post_json("/v1/offers", json!({"name": name, "ideal_use_cases": ["SaaS"]})).await;
+    }
+    let (_, page1) = s.get("/v1/offers?limit=2").await;
+    assert_eq!(page1["items"].as_array().expect("items").len(), 2);
+    let cursor = page1["next_cursor"].as_str().expect("more pages");
+    let (_, page2) = s.get(&format!("/v1/offers?limit=2&cursor={cursor}")).await;
+    assert_eq!(page2["items"][0]["name"], "third");
+    assert_eq!(page2["next_cursor"], Value::Null);
+
+    let r = s
+        .http
+        .put(s.url(&location))
+        .json(&json!({"name": "Renamed", "ideal_use_cases": ["Fintech"]}))
+        .send()
+        .await
+        .expect("put");
+    let (status, updated) = status_json(r).await;
+    assert_eq!(
+        (status, &updated["name"], &updated["value_props"]),
+        (StatusCode::OK, &json!("Renamed"), &json!([]))
+    );
+
+    let r = s.http.delete(s.url(&location)).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (status, problem) = s.get(&location).await;
+    assert_eq!((status, &problem["status"]), (StatusCode::NOT_FOUND, &json!(404)));
+}
+
+async fn bad_requests_are_problems(backend: Backend) {
+    let s = server(backend).await;
+    let send = |req: reqwest::RequestBuilder| async move {
+        let r = req.send().await.expect("request");
+        let content_type = r.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_owned());
+        let (status, body) = status_json(r).await;
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{status} {body}");
+        assert_eq!(body["status"], json!(status.as_u16()), "{body}");
+        (status, body)
+    };
+    let post = |body: &str| {
+        s.http.post(s.url("/v1/offers")).header("content-type", "application/json").body(body.to_owned())
+    };
+
+    let (status, p) = send(post("{\"name\": ")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(p["detail"].as_str().expect("detail").starts_with("malformed JSON"), "{p}");
+
+    let (status, p) = send(post(r#"{"name": "x", "ideal_use_case": ["SaaS"]}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["errors"][0]["field"], "ideal_use_case");
+
+    let (status, p) = send(post(r#"{"name": "x", "ideal_use_cases": []}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["errors"][0]["field"], "ideal_use_cases");
+
+    let (status, p) =
+        send(post(r#"{"name": "", "value_props": [""], "ideal_use_cases": ["ok", " "]}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> =
+        p["errors"].as_array().expect("errors").iter().map(|e| e["field"].as_str().expect("field")).collect();
+    assert_eq!(fields, ["name", "value_props[0]", "ideal_use_cases[1]"]);
+
+    let (status, _) =
+        send(s.http.post(s.url("/v1/offers")).header("content-type", "text/plain").body("{}")).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let huge = format!(r#"{{"name": "{}", "ideal_use_cases": ["a"]}}"#, "x".repeat(2 * 1024 * 1024));
+    let (status, _) = send(post(&huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let (status, p) = send(s.http.get(s.url("/v1/offers/nope"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(p["detail"], "offer \"nope\" does not exist");
+    let (status, _) = send(s.http.get(s.url("/v1/leads/nope"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send(s.http.delete(s.url("/v1/leads/nope"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send(s.http.get(s.url("/v1/uploads/nope/errors"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    for bad in ["0", "1001", "ten", "-1"] {
+        let (status, p) = send(s.http.get(s.url(&format!("/v1/leads?limit={bad}")))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "limit={bad}");
+        assert_eq!(p["errors"][0]["field"], "limit");
+    }
+    let (status, p) = send(s.http.get(s.url("/v1/no/such/route"))).await;
+    assert_eq!((status, &p["detail"]), (StatusCode::NOT_FOUND, &json!("no route /v1/no/such/route")));
+
+    let (status, p) =
+        send(s.http.post(s.url("/v1/leads/upload")).header("content-type", "application/json").body("{}"))
+            .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(p["detail"].as_str().expect("detail").contains("multipart/form-data"), "{p}");
+    let form = Form::new().part("other", Part::bytes(SAMPLE.as_bytes().to_vec()));
+    let (status, p) = send(s.http.post(s.url("/v1/leads/upload")).multipart(form)).await;
+    assert_eq!((status, &p["errors"][0]["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("file")));
+}
+
+async fn uploads_multipart_and_csv_bodies(backend: Backend) {
+    let s = server(backend).await;
+    let csv = format!(
+        "{SAMPLE},CEO,Nameless,SaaS,Oslo,bio\nJohn Doe,CEO,TechCorp,B2B SaaS,New York,15 years building enterprise SaaS platforms\n"
+    );
+    let r = s.upload("/v1/leads/upload", csv).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().expect("ascii").to_owned();
+    let up: Value = r.json().await.expect("json");
+    assert_eq!(
+        (up["rows_total"].as_i64(), up["rows_accepted"].as_i64(), up["rows_rejected"].as_i64()),
+        (Some(5), Some(3), Some(2))
+    );
+    assert_eq!(
+        up["errors"],
+        json!([{"line": 5, "column": "name", "message": "name is required"}, {"line": 6, "message": "duplicate of line 2"}])
+    );
+    assert_eq!(up["filename"], "leads.csv");
+    let upload_id = up["upload_id"].as_str().expect("id").to_owned();
+    assert_eq!(location, format!("/v1/uploads/{upload_id}"));
+
+    let (status, report) = s.get(&location).await;
+    assert_eq!((status, &report["rows_accepted"]), (StatusCode::OK, &json!(3)));
+    let (_, errors) = s.get(&format!("{location}/errors?limit=1")).await;
+    assert_eq!(errors["items"][0]["line"], 5);
+    let (_, errors) = s
+        .get(&format!("{location}/errors?limit=1&cursor={}", errors["next_cursor"].as_str().expect("next")))
+        .await;
+    assert_eq!((&errors["items"][0]["line"], &errors["next_cursor"]), (&json!(6), &Value::Null));
+
+    // The same leads again as a text/csv body, with an extra column and a semicolon delimiter.
+    let body = "Name;Title;Company;Industry;Location;Bio;Deal Size\nAnn;VP Sales;Acme;Fintech;Oslo;bio;50k\n";
+    let r = s
+        .http
+        .post(s.url("/v1/leads/upload"))
+        .header("content-type", "text/csv; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    let (status, up2) = status_json(r).await;
+    assert_eq!(
+        (status, &up2["rows_accepted"], &up2["filename"]),
+        (StatusCode::CREATED, &json!(1), &Value::Null)
+    );
+
+    let (_, leads) = s.get("/v1/leads?limit=3").await;
+    let names: Vec<&str> =
+        leads["items"].as_array().expect("items").iter().map(|l| l["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["John Doe", "Jane Smith", "Mike Wilson"]);
+    assert_eq!(leads["items"][1]["line"], 3);
+    let (_, rest) =
+        s.get(&format!("/v1/leads?limit=3&cursor={}", leads["next_cursor"].as_str().expect("next"))).await;
+    assert_eq!(rest["items"][0]["attributes"], json!([{"name": "Deal Size", "value": "50k"}]));
+    let (_, only) = s.get(&format!("/v1/leads?upload_id={}", up2["upload_id"].as_str().expect("id"))).await;
+    assert_eq!(only["items"].as_array().expect("items").len(), 1);
+
+    let id = leads["items"][0]["id"].as_str().expect("id");
+    let (status, lead) = s.get(&format!("/v1/leads/{id}")).await;
+    assert_eq!((status, &lead["role"]), (StatusCode::OK, &json!("CEO")));
+    let r = s.http.delete(s.url(&format!("/v1/leads/{id}"))).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.get(&format!("/v1/leads/{id}")).await.0, StatusCode::NOT_FOUND);
+}
+
+async fn hostile_csv_corpus_never_answers_5xx(backend: Backend) {
+    let s = server(backend).await;
+    let two_mb_field = format!(
+        "{HEADER}Ann,CEO,Acme,SaaS,Oslo,\"{}\"\nBob,CTO,Acme,SaaS,Oslo,bio\n",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let binary: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let mut nul = HEADER.as_bytes().to_vec();
+    nul.extend_from_slice(b"A\0nn,CEO,Acme,SaaS,Oslo,bio\0\nBob,CTO,Acme,SaaS,Oslo,bio\n");
+    let mut latin1 = HEADER.as_bytes().to_vec();
+    latin1.extend_from_slice(b"Bj\xF6rn,CEO,Acme,SaaS,Malm\xF6,bio\nBob,CTO,Acme,SaaS,Oslo,bio\n");
+    let cases: Vec<(&str, Vec<u8>, StatusCode, Option<i64>)> = vec![
+        ("empty file", vec![], StatusCode::UNPROCESSABLE_ENTITY, None),
+        ("only a header", HEADER.into(), StatusCode::CREATED, Some(0)),
+        ("binary data", binary, StatusCode::UNPROCESSABLE_ENTITY, None),
+        (
+            "an Excel workbook",
+            b"PK\x03\x04\x14\x00\x06\x00rest of a zip".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+        ),
+        ("NUL bytes", nul, StatusCode::CREATED, Some(2)),
+        ("Latin-1", latin1, StatusCode::CREATED, Some(1)),
+        (
+            "unterminated quote",
+            format!("{HEADER}\"Ann,CEO,Acme,SaaS,Oslo,bio\nBob,CTO,Acme,SaaS,Oslo,bio\n").into(),
+            StatusCode::CREATED,
+            Some(1),
+        ),
+        (
+            "duplicate headers",
+            b"name,role,title,company,industry,location,bio\n".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+        ),
+        ("missing columns", b"name,email\nAnn,a@b.c\n".to_vec(), StatusCode::UNPROCESSABLE_ENTITY, None),
+        ("a 2 MB field", two_mb_field.into(), StatusCode::CREATED, Some(1)),
+        ("JSON sent as a file", b"{\"name\": \"Ann\"}".to_vec(), StatusCode::UNPROCESSABLE_ENTITY, None),
+        (
+            "ragged rows",
+            format!("{HEADER}a,b\n,,,,,,,,,,\nAnn,CEO,Acme,SaaS,Oslo,bio\n").into(),
+            StatusCode::CREATED,
+            Some(1),
+        ),
+        (
+            "CR-only line ends with BOM",
+            b"\xEF\xBB\xBFname,role,company,industry,location,bio\rAnn,CEO,Acme,SaaS,Oslo,bio\r".to_vec(),
+            StatusCode::CREATED,
+            Some(1),
+        ),
+    ];
+    for (name, body, want, accepted) in cases {
+        let (status, body) = s.upload_json(body).await;
+        assert_eq!(status, want, "{name}: {body}");
+        if let Some(n) = accepted {
+            assert_eq!(body["rows_accepted"], json!(n), "{name}: {body}");
+        }
+    }
+    let (_, p) = s.upload_json(b"name,email\nAnn,a@b.c\n".to_vec()).await;
+    let columns: Vec<&str> = p["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["column"].as_str().expect("column"))
+        .collect();
+    assert_eq!(columns, ["role", "company", "industry", "location", "linkedin_bio"]);
+    assert!(
+        p["detail"].as_str().expect("detail").starts_with("missing required columns: role, company"),
+        "{p}"
+    );
+}
+
+async fn upload_limits_store_nothing(backend: Backend) {
+    let s = server_with(backend, UploadLimits { max_bytes: 4096, max_rows: 10, max_field_bytes: 64 }).await;
+    let mut big = HEADER.to_owned();
+    for i in 0..200 {
+        big.push_str(&format!("Lead {i},CEO,Acme,SaaS,Oslo,bio\n"));
+    }
+    let (status, p) = s.upload_json(big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{p}");
+    assert!(p["detail"].as_str().expect("detail").contains("4096 bytes"), "{p}");
+    let mut many = HEADER.to_owned();
+    for i in 0..11 {
+        many.push_str(&format!("L{i},CEO,A,S,O,b\n"));
+    }
+    let (status, p) = s.upload_json(many).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{p}");
+    assert!(p["detail"].as_str().expect("detail").contains("10 rows"), "{p}");
+    assert_eq!(s.db.store.count_leads(DEFAULT_WORKSPACE).await.expect("count"), 0);
+    let (status, up) = s
+        .upload_json(format!(
+            "{HEADER}Ann,CEO,Acme,SaaS,Oslo,{}\nBob,CTO,Acme,SaaS,Oslo,bio\n",
+            "b".repeat(65)
+        ))
+        .await;
+    assert_eq!((status, &up["rows_accepted"]), (StatusCode::CREATED, &json!(1)));
+    assert_eq!(up["errors"][0]["message"], "`linkedin_bio` is longer than 64 bytes");
+}
+
+async fn an_interrupted_upload_stores_nothing(backend: Backend) {
+    let s = server(backend).await;
+    let mut head = HEADER.to_owned();
+    for i in 0..20_000 {
+        head.push_str(&format!("Lead {i},CEO,Acme,SaaS,Oslo,bio\n"));
+    }
+    let addr = s.addr;
+    let sent = tokio::task::spawn_blocking(move || {
+        let mut tcp = TcpStream::connect(addr).expect("connect");
+        let request = format!(
+            "POST /v1/leads/upload HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: {}\r\n\r\n",
+            head.len() * 10
+        );
+        tcp.write_all(request.as_bytes()).expect("head");
+        tcp.write_all(head.as_bytes()).expect("part of the body");
+        std::thread::sleep(Duration::from_millis(300));
+        drop(tcp); // the client goes away mid-upload
+    });
+    sent.await.expect("client");
+    // The server notices, rolls back, and keeps serving.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = s.upload_json(format!("{HEADER}Probe,CEO,Acme,SaaS,Oslo,bio\n")).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let count = s.db.store.count_leads(DEFAULT_WORKSPACE).await.expect("count");
+        let uploads =
+            s.db.store
+                .list_leads(DEFAULT_WORKSPACE, None, &Page { limit: 10, after: None })
+                .await
+                .expect("list");
+        assert!(
+            uploads.items.iter().all(|l| l.lead.name == "Probe"),
+            "no lead of the interrupted upload is visible"
+        );
+        if count >= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "server kept serving");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        s.db.store
+            .list_leads(DEFAULT_WORKSPACE, None, &Page { limit: 1000, after: None })
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .all(|l| l.lead.name == "Probe")
+    );
+    // Raw HTTP also gets a well-formed 201 for a complete body (sanity check of the raw client above).
+    let mut tcp = TcpStream::connect(addr).expect("connect");
+    let body = format!("{HEADER}Raw,CEO,Acme,SaaS,Oslo,bio\n");
+    write!(tcp, "POST /v1/leads/upload HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).expect("write");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
+
+async fn api_keys_and_workspaces(backend: Backend) {
+    let s = server(backend).await;
+    let (status, offer) = s.post_json("/v1/offers", offer_json()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let default_offer = offer["id"].as_str().expect("id").to_owned();
+    let acme = s.db.store.create_api_key("acme", None).await.expect("key");
+    let ops = s.db.store.create_api_key("ops", Some(DEFAULT_WORKSPACE)).await.expect("key");
+
+    let (status, p) = s.get("/v1/offers").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{p}");
+    let r = s.http.get(s.url("/v1/offers")).bearer_auth("lsk_wrong").send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = s.http.get(s.url("/api/leads/")).send().await.expect("get");
+    let (status, body) = status_json(r).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["error"].is_string(), "compat routes keep their error shape: {body}");
+
+    let with = |key: &str, req: reqwest::RequestBuilder| req.bearer_auth(key.to_owned());
+    let r =
+        with(&ops.key, s.http.get(s.url(&format!("/v1/offers/{default_offer}")))).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK, "the default workspace's key sees the data created before auth");
+    let r =
+        with(&acme.key, s.http.get(s.url(&format!("/v1/offers/{default_offer}")))).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "another workspace's id is 404, not 403");
+    let r = with(&acme.key, s.http.post(s.url("/v1/offers")).json(&offer_json())).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = with(&acme.key, s.http.get(s.url("/v1/offers"))).send().await.expect("list");
+    let (_, page) = status_json(r).await;
+    assert_eq!(page["items"].as_array().expect("items").len(), 1);
+    let form = Form::new().part("file", Part::bytes(SAMPLE.as_bytes().to_vec()).file_name("a.csv"));
+    let r =
+        with(&acme.key, s.http.post(s.url("/v1/leads/upload")).multipart(form)).send().await.expect("upload");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(s.db.store.count_leads(&acme.workspace_id).await.expect("count"), 3);
+    assert_eq!(s.db.store.count_leads(DEFAULT_WORKSPACE).await.expect("count"), 0);
+    let (status, _) = s.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "health needs no key");
+}
+
+async fn seed_compatible_routes(backend: Backend) {
+    let s = server(backend).await;
+    let (status, offer) = s.post_json("/api/offer/", json!({
+        "name": "AI Outreach Automation",
+        "value_props": ["24/7 automated outreach", "6x more qualified meetings", "Personalized messaging at scale"],
+        "ideal_use_cases": ["B2B SaaS", "Sales teams", "Marketing agencies"]
+    })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let keys: Vec<&str> = offer.as_object().expect("object").keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    for k in ["id", "name", "value_props", "ideal_use_cases", "created_at"] {
+        assert!(offer.get(k).is_some(), "{k} in {offer}");
+    }
+    let id = offer["id"].as_str().expect("id");
+    let (status, list) = s.get("/api/offer/").await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+    let (status, one) = s.get(&format!("/api/offer/{id}/")).await;
+    assert_eq!((status, &one["name"]), (StatusCode::OK, &json!("AI Outreach Automation")));
+    let (status, err) = s.get("/api/offer/nope/").await;
+    assert_eq!((status, err), (StatusCode::NOT_FOUND, json!({"error": "Offer not found."})));
+    let (status, err) = s.post_json("/api/offer/", json!({"name": "x", "ideal_use_cases": []})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(err["error"].as_str().expect("error").contains("ideal_use_cases"), "{err}");
+    let r = s
+        .http
+        .put(s.url(&format!("/api/offer/{id}/")))
+        .json(&json!({"name": "Renamed", "ideal_use_cases": ["SaaS"]}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let r = s.upload("/api/leads/upload/", SAMPLE).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["x-rows-rejected"], "0");
+    let (_, created) = status_json(r).await;
+    let created = created.as_array().expect("array of leads");
+    assert_eq!(created.len(), 3);
+    assert_eq!(created[0]["name"], "John Doe");
+    for k in [
+        "id",
+        "name",
+        "role",
+        "company",
+        "industry",
+        "location",
+        "linkedin_bio",
+        "intent",
+        "score",
+        "reasoning",
+        "created_at",
+    ] {
+        assert!(created[0].get(k).is_some(), "{k} in {}", created[0]);
+    }
+    assert_eq!((&created[0]["intent"], &created[0]["score"]), (&Value::Null, &Value::Null));
+
+    let mut more = HEADER.to_owned();
+    for i in 0..12 {
+        more.push_str(&format!("Lead {i},Manager,Acme,SaaS,Oslo,bio\n"));
+    }
+    assert_eq!(s.upload("/api/leads/upload/", more).await.status(), StatusCode::CREATED);
+    let (status, page) = s.get("/api/leads/").await;
+    assert_eq!((status, &page["count"], &page["previous"]), (StatusCode::OK, &json!(15), &Value::Null));
+    assert_eq!(page["results"].as_array().expect("results").len(), 10);
+    assert_eq!(page["next"], json!(format!("http://{}/api/leads/?page=2", s.addr)));
+    let (_, page2) = s.get("/api/leads/?page=2").await;
+    assert_eq!((page2["results"].as_array().map(Vec::len), &page2["next"]), (Some(5), &Value::Null));
+    assert_eq!(page2["previous"], json!(format!("http://{}/api/leads/", s.addr)));
+    let (status, err) = s.get("/api/leads/?page=9").await;
+    assert_eq!((status, err), (StatusCode::NOT_FOUND, json!({"error": "Invalid page."})));
+
+    let lead_id = created[1]["id"].as_str().expect("id");
+    let (status, lead) = s.get(&format!("/api/leads/{lead_id}/")).await;
+    assert_eq!((status, &lead["name"]), (StatusCode::OK, &json!("Jane Smith")));
+    let r = s.http.delete(s.url(&format!("/api/leads/{lead_id}/"))).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (status, err) = s.get(&format!("/api/leads/{lead_id}/")).await;
+    assert_eq!((status, err), (StatusCode::NOT_FOUND, json!({"error": "Lead not found."})));
+
+    let r = s.upload("/api/leads/upload/", "name,email\nAnn,a@b.c\n").await;
+    let (status, err) = status_json(r).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(err["error"].as_str().expect("error").starts_with("missing required columns"), "{err}");
+    let r = s.http.delete(s.url(&format!("/api/offer/{id}/"))).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
+/// Every route the service offers, as (method, path). A route added to the router without documenting it, or
+/// documented without existing, fails here.
+const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/offers"),
+    ("get", "/v1/offers"),
+    ("get", "/v1/offers/{id}"),
+    ("put", "/v1/offers/{id}"),
+    ("delete", "/v1/offers/{id}"),
+    ("post", "/v1/leads/upload"),
+    ("get", "/v1/leads"),
+    ("get", "/v1/leads/{id}"),
+    ("delete", "/v1/leads/{id}"),
+    ("get", "/v1/uploads/{id}"),
+    ("get", "/v1/uploads/{id}/errors"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("post", "/api/offer/"),
+    ("get", "/api/offer/"),
+    ("get", "/api/offer/{id}/"),
+    ("put", "/api/offer/{id}/"),
+    ("delete", "/api/offer/{id}/"),
+    ("get", "/api/leads/"),
+    ("get", "/api/leads/{id}/"),
+    ("delete", "/api/leads/{id}/"),
+    ("post", "/api/leads/upload/"),
+];
+
+#[tokio::test]
+async fn openapi_documents_every_route_and_every_documented_route_exists() {
+    let s = server(Backend::Sqlite).await;
+    let (status, doc) = s.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"), "{}", doc["openapi"]);
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item
+            .as_object()
+            .expect("item")
+            .keys()
+            .filter(|m| ["get", "post", "put", "delete", "patch"].contains(&m.as_str()))
+        {
+            documented.push((method.clone(), path.clone()));
+            let op = &item[method];
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path} documents its responses"
+            );
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> =
+        ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+
+    // Every documented route is served: the router answers something other than its own "no route" 404 / 405.
+    for (method, path) in ROUTES {
+        let url = s.url(&path.replace("{id}", "some-id"));
+        let req = match *method {
+            "get" => s.http.get(&url),
+            "post" => s.http.post(&url),
+            "put" => s.http.put(&url),
+            _ => s.http.delete(&url),
+        };
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        let body = r.text().await.expect("body");
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(!body.contains("problems/no-route"), "{method} {path} is not routed: {body}");
+    }
+    let r = s.http.get(s.url("/docs/")).send().await.expect("docs");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.expect("html").contains("swagger"), "Swagger UI is served from the binary");
+    // Schemas carry examples.
+    assert!(doc["components"]["schemas"]["OfferBody"]["example"].is_object(), "OfferBody has an example");
+}
