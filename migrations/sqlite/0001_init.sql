@@ -33,6 +33,8 @@ create table uploads (
     rows_accepted integer not null default 0,
     rows_rejected integer not null default 0,
     extra_columns text not null default '[]',
+    min_lead_id text,
+    max_lead_id text,
     created_at text not null
 );
 create index uploads_workspace on uploads (workspace_id, id);
@@ -46,7 +48,7 @@ create table upload_errors (
 ) without rowid;
 
 create table leads (
-    id text primary key,
+    id text not null,
     workspace_id text not null,
     upload_id text not null,
     line integer not null,
@@ -58,7 +60,6 @@ create table leads (
     location text not null,
     linkedin_bio text not null,
     attributes text not null default '[]',
-    created_at text not null
-);
-create index leads_workspace on leads (workspace_id, id);
-create index leads_upload on leads (upload_id, id);
+    created_at text not null,
+    primary key (workspace_id, id)
+) without rowid;

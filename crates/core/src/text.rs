@@ -10,6 +10,9 @@ use unicode_normalization::char::is_combining_mark;
 /// diacritics dropped, and everything that is not a letter or digit (punctuation, symbols, emoji) turned into
 /// a word break.
 pub fn normalize(text: &str) -> String {
+    if text.is_ascii() {
+        return normalize_ascii(text);
+    }
     let mut spelled = String::with_capacity(text.len());
     for c in text.nfkc().flat_map(char::to_lowercase) {
         match c {
@@ -36,6 +39,24 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
+/// [`normalize`] for ASCII text, where NFKC, case folding and accent removal reduce to lower-casing.
+fn normalize_ascii(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_space = false;
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() {
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.push(char::from(b.to_ascii_lowercase()));
+        } else {
+            pending_space = true;
+        }
+    }
+    out
+}
+
 /// The words of `text` after [`normalize`].
 pub fn words(text: &str) -> Vec<String> {
     normalize(text).split(' ').filter(|w| !w.is_empty()).map(str::to_owned).collect()
@@ -44,10 +65,15 @@ pub fn words(text: &str) -> Vec<String> {
 /// Values that people type into a cell to mean "nothing here".
 const PLACEHOLDERS: &str = include_str!("../data/placeholders.txt");
 
+static PLACEHOLDER_LIST: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| data_lines(PLACEHOLDERS).collect());
+
 /// True when a cell is empty, only white space, or a placeholder such as `N/A`.
 pub fn is_blank(value: &str) -> bool {
     let value = value.trim();
-    value.is_empty() || data_lines(PLACEHOLDERS).any(|p| p.eq_ignore_ascii_case(value))
+    value.is_empty()
+        || (value.len() <= 16
+            && PLACEHOLDER_LIST.iter().any(|p| p.len() == value.len() && p.eq_ignore_ascii_case(value)))
 }
 
 /// The meaningful lines of a data file: trimmed, without blank lines and `#` comments.

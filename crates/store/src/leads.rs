@@ -50,8 +50,11 @@ impl Store {
         let after = page.after.as_deref().unwrap_or("");
         let rows = on_pool!(self, pool => {
             let rows = match upload_id {
+                // The upload's id range turns this into a range scan of the leads' key.
                 Some(upload) => sqlx::query(sqlx::AssertSqlSafe(format!(
                     "select {LEAD_COLUMNS} from leads where upload_id = $1 and workspace_id = $2 and id > $3 \
+                     and id >= (select min_lead_id from uploads where id = $1) \
+                     and id <= (select max_lead_id from uploads where id = $1) \
                      order by id limit $4")))
                     .bind(upload)
                     .bind(workspace)

@@ -48,6 +48,8 @@ pub struct UploadWriter {
     filename: Option<String>,
     accepted: i64,
     rejected: i64,
+    /// Smallest and largest lead id written (min/max rather than first/last: robust to a clock step back).
+    id_range: Option<(String, String)>,
     created_at: OffsetDateTime,
     copy_buf: Vec<u8>,
 }
@@ -96,6 +98,7 @@ impl Store {
             filename: filename.map(str::to_owned),
             accepted: 0,
             rejected: 0,
+            id_range: None,
             created_at,
             copy_buf: Vec::new(),
         })
@@ -192,11 +195,14 @@ impl UploadWriter {
                     for (chunk, chunk_ids) in
                         leads.chunks(SQLITE_LEADS_PER_INSERT).zip(ids.chunks(SQLITE_LEADS_PER_INSERT))
                     {
+                        // `?` rather than `$N`: SQLite looks named parameters up one by one while preparing,
+                        // which is quadratic in their number (13,000 here).
                         let sql = values_sql(
                             "insert into leads (id, workspace_id, upload_id, line, external_id, name, role, company, \
                              industry, location, linkedin_bio, attributes, created_at) values ",
                             13,
                             chunk.len(),
+                            Placeholders::Positional,
                         );
                         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                         for ((line, lead), id) in chunk.iter().zip(chunk_ids) {
@@ -221,10 +227,15 @@ impl UploadWriter {
             }
         }
         for chunk in rejects.chunks(ERRORS_PER_INSERT) {
+            let style = match self.tx {
+                Tx::Pg(_) => Placeholders::Numbered,
+                Tx::Sqlite(_) => Placeholders::Positional,
+            };
             let sql = values_sql(
                 "insert into upload_errors (upload_id, line, column_name, message) values ",
                 4,
                 chunk.len(),
+                style,
             );
             match &mut self.tx {
                 Tx::Pg(tx) => {
@@ -241,13 +252,20 @@ impl UploadWriter {
         }
         self.accepted += leads.len() as i64;
         self.rejected += rejects.len() as i64;
+        if let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) {
+            self.id_range = Some(match self.id_range.take() {
+                None => (lo.clone(), hi.clone()),
+                Some((a, b)) => (a.min(lo.clone()), b.max(hi.clone())),
+            });
+        }
         Ok(ids)
     }
 
     /// Records the counts and commits: from here on the upload and its leads exist.
     pub async fn commit(self, extra_columns: &[String]) -> Result<UploadRecord> {
-        let sql = "update uploads set rows_total = $1, rows_accepted = $2, rows_rejected = $3, extra_columns = $4 \
-                   where id = $5";
+        let sql = "update uploads set rows_total = $1, rows_accepted = $2, rows_rejected = $3, extra_columns = $4, \
+                   min_lead_id = $5, max_lead_id = $6 where id = $7";
+        let (min_id, max_id) = self.id_range.clone().unzip();
         let total = self.accepted + self.rejected;
         match self.tx {
             Tx::Pg(mut tx) => {
@@ -256,6 +274,8 @@ impl UploadWriter {
                     .bind(self.accepted)
                     .bind(self.rejected)
                     .bind(Json(extra_columns))
+                    .bind(&min_id)
+                    .bind(&max_id)
                     .bind(&self.id)
                     .execute(&mut *tx)
                     .await?;
@@ -267,6 +287,8 @@ impl UploadWriter {
                     .bind(self.accepted)
                     .bind(self.rejected)
                     .bind(Json(extra_columns))
+                    .bind(&min_id)
+                    .bind(&max_id)
                     .bind(&self.id)
                     .execute(&mut *tx)
                     .await?;
@@ -301,8 +323,17 @@ where
     q
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placeholders {
+    /// `$1, $2, ...` (Postgres).
+    Numbered,
+    /// `?, ?, ...`: for SQLite, which looks named parameters up one by one while preparing a statement (quadratic
+    /// in their number: thousands per bulk insert).
+    Positional,
+}
+
 /// `prefix ($1, ..., $n), ($n+1, ...), ...` for `rows` rows of `cols` parameters.
-fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
+fn values_sql(prefix: &str, cols: usize, rows: usize, style: Placeholders) -> String {
     let mut sql = String::with_capacity(prefix.len() + rows * cols * 6);
     sql.push_str(prefix);
     for r in 0..rows {
@@ -311,8 +342,13 @@ fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(r * cols + c + 1).to_string());
+            match style {
+                Placeholders::Numbered => {
+                    sql.push('$');
+                    sql.push_str(&(r * cols + c + 1).to_string());
+                }
+                Placeholders::Positional => sql.push('?'),
+            }
         }
         sql.push(')');
     }
@@ -366,7 +402,11 @@ mod tests {
 
     #[test]
     fn builds_multi_row_values() {
-        assert_eq!(values_sql("insert into t values ", 2, 2), "insert into t values ($1, $2), ($3, $4)");
+        assert_eq!(
+            values_sql("insert into t values ", 2, 2, Placeholders::Numbered),
+            "insert into t values ($1, $2), ($3, $4)"
+        );
+        assert_eq!(values_sql("v ", 2, 2, Placeholders::Positional), "v (?, ?), (?, ?)");
     }
 
     #[test]

@@ -237,6 +237,7 @@ impl<R: Read> Tokenizer<R> {
         if quoted {
             self.bump();
             loop {
+                self.take_run(|b| b == b'"', &mut out, &mut overflow);
                 match self.bump_byte()? {
                     None => return Ok((FieldEnd::BadQuote(QuoteProblem::Unterminated), overflow)),
                     Some(b'"') => match self.peek()? {
@@ -255,6 +256,8 @@ impl<R: Read> Tokenizer<R> {
             }
         }
         loop {
+            let delimiter = self.delimiter;
+            self.take_run(|b| b == delimiter || b == b'\n' || b == b'\r', &mut out, &mut overflow);
             match self.bump_byte()? {
                 None => return Ok((FieldEnd::Eof, overflow)),
                 Some(b) if b == self.delimiter => return Ok((FieldEnd::Delimiter, overflow)),
@@ -270,6 +273,35 @@ impl<R: Read> Tokenizer<R> {
                 Some(b) => push(&mut out, &mut overflow, b),
             }
         }
+    }
+
+    /// Fast path: consumes buffered bytes up to (not including) the first one `stop` accepts, copying them in
+    /// bulk. Leaves everything else (the stop byte, refills, replayed bytes) to the byte-wise path.
+    fn take_run(&mut self, stop: impl Fn(u8) -> bool, out: &mut Option<&mut Vec<u8>>, overflow: &mut bool) {
+        if self.replay_pos < self.replay.len() {
+            return;
+        }
+        let run = &self.buf[self.pos..self.end];
+        let n = run.iter().position(|&b| stop(b)).unwrap_or(run.len());
+        if n == 0 {
+            return;
+        }
+        let run = &run[..n];
+        if let Some(o) = out {
+            let room = self.limits.max_field_bytes.saturating_sub(o.len());
+            o.extend_from_slice(&run[..n.min(room)]);
+            *overflow |= n > room;
+        }
+        if let Some(raw) = &mut self.raw {
+            if raw.len() + n <= self.limits.max_record_bytes {
+                raw.extend_from_slice(run);
+            } else {
+                self.raw = None;
+            }
+        }
+        self.line += run.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.prev = run[n - 1];
+        self.pos += n;
     }
 
     fn fill(&mut self) -> io::Result<bool> {

@@ -1,0 +1,174 @@
+//! Deterministic, realistic leads: names, titles, companies, industries, cities and bios of typical lengths.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct GenArgs {
+    /// Data rows to write.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+const FIRST: &[&str] = &[
+    "John", "Jane", "Priya", "Carlos", "Amélie", "Tom", "Yuki", "Grace", "Olu", "Nina", "Marcus", "Elena",
+    "Sam", "Hannah", "Ravi", "Lena", "Ahmed", "Sofia", "Wei", "Fatima",
+];
+const LAST: &[&str] = &[
+    "Doe", "Smith", "Raman", "Mendes", "Laurent", "Becker", "Tanaka", "Kim", "Adeyemi", "Berg", "Hill",
+    "Petrova", "Okafor", "Lee", "Shah", "Müller", "Haddad", "Rossi", "Zhang", "Khan",
+];
+const ROLES: &[&str] = &[
+    "CEO",
+    "CTO",
+    "VP of Sales",
+    "Head of Marketing",
+    "Sales Manager",
+    "Account Executive",
+    "Founder",
+    "Director of Engineering",
+    "Lead Generation Specialist",
+    "Marketing Manager",
+    "Chief Revenue Officer",
+    "Senior Software Engineer",
+    "Associate Director of Demand Generation",
+    "Geschäftsführer",
+    "Business Development Representative",
+    "Co-Founder & CEO",
+    "Product Owner",
+    "Analyst",
+];
+const COMPANY_A: &[&str] = &[
+    "Tech", "Data", "Cloud", "Signal", "Ledger", "Fjord", "Nord", "Bright", "Quantum", "Orbit", "Lumen",
+    "Stone",
+];
+const COMPANY_B: &[&str] = &[
+    "Corp",
+    "Flow",
+    "Labs",
+    "Path",
+    "Metrics",
+    "Works",
+    "Systems",
+    "Analytics",
+    "Line",
+    "Bridge",
+    "ware",
+    "Hub",
+];
+const INDUSTRIES: &[&str] = &[
+    "B2B SaaS",
+    "Healthcare",
+    "Fintech",
+    "Marketing Agency",
+    "IT Services",
+    "Financial Services",
+    "E-commerce",
+    "Manufacturing",
+    "Cloud Software",
+    "B2B SaaS startup",
+    "Logistics",
+    "Education",
+];
+const CITIES: &[&str] = &[
+    "New York",
+    "San Francisco",
+    "London",
+    "Berlin",
+    "Bangalore",
+    "Tokyo",
+    "Lagos",
+    "São Paulo",
+    "Toronto",
+    "Sydney",
+    "Paris",
+    "Austin",
+];
+const BIO: &[&str] = &[
+    "Building",
+    "enterprise",
+    "SaaS",
+    "platforms",
+    "for",
+    "a",
+    "decade",
+    "leading",
+    "sales",
+    "teams",
+    "in",
+    "scaling",
+    "startups",
+    "with",
+    "focus",
+    "on",
+    "pipeline",
+    "growth",
+    "and",
+    "outbound",
+    "experiments",
+    "across",
+    "EMEA",
+    "markets",
+    "hiring",
+    "SDRs",
+    "customer",
+    "success",
+];
+
+/// xorshift64*: fast, deterministic, good enough for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}
+
+pub fn run(args: &GenArgs) -> anyhow::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&args.output)?);
+    let mut rng = Rng(args.seed.max(1));
+    out.write_all(b"name,role,company,industry,location,linkedin_bio\n")?;
+    let mut bio = String::with_capacity(256);
+    for i in 0..args.rows {
+        bio.clear();
+        let words = 6 + rng.next() % 12;
+        for w in 0..words {
+            if w > 0 {
+                bio.push(' ');
+            }
+            bio.push_str(rng.pick(BIO));
+        }
+        // The row number keeps every row distinct (duplicates are rejected, and that is not what we measure).
+        writeln!(
+            out,
+            "{} {},{},{}{} #{i},{},{},\"{}, {}\"",
+            rng.pick(FIRST),
+            rng.pick(LAST),
+            quote(rng.pick(ROLES)),
+            rng.pick(COMPANY_A),
+            rng.pick(COMPANY_B),
+            rng.pick(INDUSTRIES),
+            rng.pick(CITIES),
+            bio,
+            rng.pick(BIO)
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn quote(s: &str) -> String {
+    if s.contains(',') { format!("\"{s}\"") } else { s.to_owned() }
+}

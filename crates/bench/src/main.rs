@@ -1,0 +1,31 @@
+//! `leadscore-bench`: generates realistic lead files and measures leadscore against baselines run on the same
+//! machine in the same run (results go to BENCHMARKS.md). Never a timed test: run by hand or in a bench job.
+
+mod generate;
+mod upload;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "leadscore-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a leads CSV of realistic shape (deterministic for a seed).
+    Gen(generate::GenArgs),
+    /// Upload a CSV through the API (a `leadscore serve` child) and compare with `psql \copy` / `sqlite3 .import`.
+    Upload(upload::UploadArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Gen(args) => generate::run(&args),
+        Command::Upload(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(upload::run(&args))
+        }
+    }
+}
