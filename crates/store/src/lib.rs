@@ -234,6 +234,10 @@ pub(crate) fn new_id() -> String {
     uuid::Uuid::from_u128(bits).hyphenated().to_string()
 }
 
+pub(crate) fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -244,8 +248,4 @@ mod tests {
         assert_eq!(u.get_version_num(), 7);
         assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
     }
-}
-
-pub(crate) fn now() -> time::OffsetDateTime {
-    time::OffsetDateTime::now_utc()
 }
