@@ -40,6 +40,10 @@ impl Intent {
             Intent::Low => "Low",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Intent> {
+        Intent::ALL.into_iter().find(|i| i.as_str() == s)
+    }
 }
 
 /// What happened in the AI layer for one lead.
@@ -57,6 +61,12 @@ pub enum AiStatus {
 }
 
 impl AiStatus {
+    pub const ALL: [AiStatus; 4] = [AiStatus::Ok, AiStatus::Cached, AiStatus::Skipped, AiStatus::Failed];
+
+    pub fn parse(s: &str) -> Option<AiStatus> {
+        AiStatus::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AiStatus::Ok => "ok",
@@ -77,6 +87,10 @@ pub enum ScoreBasis {
 
 impl ScoreBasis {
     pub const ALL: [ScoreBasis; 2] = [ScoreBasis::Hybrid, ScoreBasis::RulesOnly];
+
+    pub fn parse(s: &str) -> Option<ScoreBasis> {
+        ScoreBasis::ALL.into_iter().find(|b| b.as_str() == s)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {

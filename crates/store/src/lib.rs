@@ -8,7 +8,10 @@
 mod keys;
 mod leads;
 mod offers;
+mod queue;
+mod results;
 mod row;
+mod runs;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 mod uploads;
@@ -23,6 +26,9 @@ use sqlx::{PgPool, SqlitePool};
 pub use keys::NewApiKey;
 pub use leads::LeadRecord;
 pub use offers::OfferRecord;
+pub use queue::{ClaimedJob, Completion, NewResult};
+pub use results::{ResultFilter, ResultRecord};
+pub use runs::{DEFAULT_MAX_ATTEMPTS, JobCounts, ResultCounts, RunRecord, Selection};
 pub use sqlx;
 pub use uploads::{UploadError, UploadRecord, UploadWriter};
 
@@ -43,6 +49,10 @@ pub enum StoreError {
     UnknownWorkspace(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("the offer does not exist")]
+    OfferNotFound,
+    #[error("the selection holds no lead to score")]
+    EmptySelection,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -196,10 +206,14 @@ impl Store {
 
 type Migrations = &'static [(i64, &'static str, &'static str)];
 
-const POSTGRES_MIGRATIONS: Migrations =
-    &[(1, "init", include_str!("../../../migrations/postgres/0001_init.sql"))];
-const SQLITE_MIGRATIONS: Migrations =
-    &[(1, "init", include_str!("../../../migrations/sqlite/0001_init.sql"))];
+const POSTGRES_MIGRATIONS: Migrations = &[
+    (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
+    (2, "runs", include_str!("../../../migrations/postgres/0002_runs.sql")),
+];
+const SQLITE_MIGRATIONS: Migrations = &[
+    (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (2, "runs", include_str!("../../../migrations/sqlite/0002_runs.sql")),
+];
 
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr;
@@ -232,6 +246,11 @@ pub(crate) fn new_id() -> String {
         | (0b10 << 62)
         | u128::from(seq);
     uuid::Uuid::from_u128(bits).hyphenated().to_string()
+}
+
+/// Milliseconds since the Unix epoch: how the queue stores times in both backends.
+pub(crate) fn now_millis() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 pub(crate) fn now() -> time::OffsetDateTime {

@@ -14,6 +14,9 @@ pub(crate) trait DbRow {
     fn opt_text(&self, col: &str) -> Result<Option<String>>;
     fn int(&self, col: &str) -> Result<i64>;
     fn time(&self, col: &str) -> Result<OffsetDateTime>;
+    fn opt_time(&self, col: &str) -> Result<Option<OffsetDateTime>>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
+    fn opt_float(&self, col: &str) -> Result<Option<f64>>;
     fn json<T: DeserializeOwned>(&self, col: &str) -> Result<T>;
 }
 
@@ -31,6 +34,15 @@ macro_rules! impl_db_row {
             }
             fn time(&self, col: &str) -> Result<OffsetDateTime> {
                 Ok(self.try_get::<OffsetDateTime, _>(col)?)
+            }
+            fn opt_time(&self, col: &str) -> Result<Option<OffsetDateTime>> {
+                Ok(self.try_get::<Option<OffsetDateTime>, _>(col)?)
+            }
+            fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+                Ok(self.try_get::<Option<i64>, _>(col)?)
+            }
+            fn opt_float(&self, col: &str) -> Result<Option<f64>> {
+                Ok(self.try_get::<Option<f64>, _>(col)?)
             }
             fn json<T: DeserializeOwned>(&self, col: &str) -> Result<T> {
                 Ok(self.try_get::<Json<T>, _>(col)?.0)

@@ -3,7 +3,7 @@
 mod industry;
 mod role;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use industry::{Adjacency, Icp, IndustryMatch};
 pub use role::{RoleClass, RoleMatch, classify_role};
@@ -12,7 +12,7 @@ use crate::lead::Lead;
 use crate::offer::Offer;
 
 /// Machine-readable name of a rule that awarded points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
     DecisionMakerRole,
@@ -53,13 +53,27 @@ pub struct RuleReason {
 }
 
 impl RuleReason {
-    fn new(code: ReasonCode, detail: String) -> Self {
+    pub fn new(code: ReasonCode, detail: String) -> Self {
         RuleReason { code, points: code.points(), text: code.text(), detail }
     }
 }
 
+/// Stored reasons are read back by code: points and text always follow from it.
+impl<'de> Deserialize<'de> for RuleReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Stored {
+            code: ReasonCode,
+            #[serde(default)]
+            detail: String,
+        }
+        let s = Stored::deserialize(d)?;
+        Ok(RuleReason::new(s.code, s.detail))
+    }
+}
+
 /// The rule layer's verdict on one lead.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleScore {
     /// 0 to 50 in steps of 10.
     pub score: u8,

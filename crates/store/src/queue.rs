@@ -1,0 +1,284 @@
+//! The queue: claim jobs in batches (fairly across runs), complete them in batches, retry with backoff by
+//! moving `run_at`, and rescue expired leases. Every write to a running job is guarded by
+//! `status = 'running' AND lease_owner = me`, so a worker whose lease was rescued changes nothing.
+
+use std::time::Duration;
+
+use leadscore_core::Scoring;
+use sqlx::types::Json;
+
+use crate::{Pool, Result, Store, now_millis, on_pool};
+
+/// A job a worker now holds a lease on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub run_id: String,
+    pub lead_id: String,
+    /// Including this one.
+    pub attempts: i64,
+    pub max_attempts: i64,
+}
+
+/// A result to store, with what produced it.
+#[derive(Debug, Clone)]
+pub struct NewResult {
+    pub scoring: Scoring,
+    pub model: Option<String>,
+    pub prompt_version: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: Option<i64>,
+}
+
+/// A finished attempt of one job.
+#[derive(Debug, Clone)]
+pub enum Completion {
+    Succeeded {
+        job: ClaimedJob,
+        result: Box<NewResult>,
+    },
+    /// The attempt failed: retry at `retry_in` (if attempts remain and the error is retryable), else fail.
+    Failed {
+        job: ClaimedJob,
+        error: String,
+        retry_in: Option<Duration>,
+    },
+}
+
+/// Active runs considered per claim; a claim takes about `limit / runs` jobs from each, so a small run queued
+/// behind a large one is served in the very next claims.
+const FAIR_RUNS: i64 = 64;
+
+impl Store {
+    /// Claims up to `limit` due jobs for `worker`, spread over the active runs, with a lease of `lease`.
+    pub async fn claim_jobs(&self, worker: &str, limit: usize, lease: Duration) -> Result<Vec<ClaimedJob>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = now_millis();
+        let expires = now + lease.as_millis() as i64;
+        let runs: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(
+            "select id from runs where status in ('queued', 'running') order by id limit $1")
+            .bind(FAIR_RUNS)
+            .fetch_all(pool)
+            .await?);
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let per_run = (limit / runs.len()).max(1) as i64;
+        let mut claimed = match &self.pool {
+            Pool::Pg(pool) => {
+                let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+                    "with picked as ( \
+                       select j.run_id, j.lead_id from unnest($1::text[]) as a(run_id) \
+                       cross join lateral ( \
+                         select run_id, lead_id from jobs \
+                         where jobs.run_id = a.run_id and status in ('queued', 'retrying') and run_at <= $2 \
+                         order by run_at limit $3 for update skip locked) j \
+                       limit $4) \
+                     update jobs set status = 'running', attempts = jobs.attempts + 1, lease_owner = $5, \
+                       lease_expires_at = $6 \
+                     from picked where jobs.run_id = picked.run_id and jobs.lead_id = picked.lead_id \
+                     returning jobs.run_id, jobs.lead_id, jobs.attempts, jobs.max_attempts",
+                )
+                .bind(&runs)
+                .bind(now)
+                .bind(per_run)
+                .bind(limit as i64)
+                .bind(worker)
+                .bind(expires)
+                .fetch_all(pool)
+                .await?;
+                rows
+            }
+            Pool::Sqlite(pool) => {
+                // One process writes SQLite, and each UPDATE is atomic: no SKIP LOCKED needed.
+                let mut rows = Vec::new();
+                for run in &runs {
+                    let room = limit.saturating_sub(rows.len()) as i64;
+                    if room == 0 {
+                        break;
+                    }
+                    let mut got: Vec<(String, String, i64, i64)> = sqlx::query_as(
+                        "update jobs set status = 'running', attempts = attempts + 1, lease_owner = $1, \
+                           lease_expires_at = $2 \
+                         where run_id = $3 and lead_id in (select lead_id from jobs where run_id = $3 \
+                           and status in ('queued', 'retrying') and run_at <= $4 order by run_at limit $5) \
+                         returning run_id, lead_id, attempts, max_attempts",
+                    )
+                    .bind(worker)
+                    .bind(expires)
+                    .bind(run)
+                    .bind(now)
+                    .bind(per_run.min(room))
+                    .fetch_all(pool)
+                    .await?;
+                    rows.append(&mut got);
+                }
+                rows
+            }
+        };
+        let started: Vec<&String> = {
+            let mut r: Vec<&String> = claimed.iter().map(|c| &c.0).collect();
+            r.dedup();
+            r
+        };
+        for run in started {
+            on_pool!(self, pool => {
+                sqlx::query("update runs set status = 'running', started_at = $1 where id = $2 and status = 'queued'")
+                    .bind(crate::now())
+                    .bind(run)
+                    .execute(pool)
+                    .await?;
+            });
+        }
+        Ok(claimed
+            .drain(..)
+            .map(|(run_id, lead_id, attempts, max_attempts)| ClaimedJob {
+                run_id,
+                lead_id,
+                attempts,
+                max_attempts,
+            })
+            .collect())
+    }
+
+    /// Writes a batch of finished attempts in one transaction. Returns how many were applied: a completion of
+    /// a job this worker no longer leases (rescued, cancelled) is ignored.
+    pub async fn complete_jobs(&self, worker: &str, done: &[Completion]) -> Result<u64> {
+        let now = now_millis();
+        let mut applied = 0;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for c in done {
+                let (job, status, error, run_at) = match c {
+                    Completion::Succeeded { job, .. } => (job, "succeeded", None, None),
+                    Completion::Failed { job, error, retry_in: Some(after) } if job.attempts < job.max_attempts => {
+                        (job, "retrying", Some(error.as_str()), Some(now + after.as_millis() as i64))
+                    }
+                    Completion::Failed { job, error, .. } => (job, "failed", Some(error.as_str()), None),
+                };
+                let updated = sqlx::query(
+                    "update jobs set status = $1, last_error = coalesce($2, last_error), \
+                       run_at = coalesce($3, run_at), lease_owner = null, lease_expires_at = null \
+                     where run_id = $4 and lead_id = $5 and status = 'running' and lease_owner = $6")
+                    .bind(status)
+                    .bind(error)
+                    .bind(run_at)
+                    .bind(&job.run_id)
+                    .bind(&job.lead_id)
+                    .bind(worker)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if updated == 0 {
+                    continue;
+                }
+                applied += 1;
+                if let Completion::Succeeded { job, result } = c {
+                    let s = &result.scoring;
+                    sqlx::query(
+                        "insert into results (run_id, lead_id, workspace_id, offer_id, version, rule_score, \
+                           rule_reasons, ai_intent, ai_score, ai_reasoning, ai_status, score_basis, final_score, \
+                           intent, flags, model, prompt_version, prompt_tokens, completion_tokens, cost_usd, \
+                           latency_ms, created_at) \
+                         select $1, $2, r.workspace_id, r.offer_id, 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                           $13, $14, $15, $16, $17, $18, $19 from runs r where r.id = $1 \
+                         on conflict (run_id, lead_id) do update set version = results.version + 1, \
+                           rule_score = excluded.rule_score, rule_reasons = excluded.rule_reasons, \
+                           ai_intent = excluded.ai_intent, ai_score = excluded.ai_score, \
+                           ai_reasoning = excluded.ai_reasoning, ai_status = excluded.ai_status, \
+                           score_basis = excluded.score_basis, final_score = excluded.final_score, \
+                           intent = excluded.intent, flags = excluded.flags, model = excluded.model, \
+                           prompt_version = excluded.prompt_version, prompt_tokens = excluded.prompt_tokens, \
+                           completion_tokens = excluded.completion_tokens, cost_usd = excluded.cost_usd, \
+                           latency_ms = excluded.latency_ms, created_at = excluded.created_at")
+                        .bind(&job.run_id)
+                        .bind(&job.lead_id)
+                        .bind(i64::from(s.rule.score))
+                        .bind(Json(&s.rule.reasons))
+                        .bind(s.ai_intent.map(|i| i.as_str()))
+                        .bind(s.ai_score.map(i64::from))
+                        .bind(s.ai_reasoning.as_deref())
+                        .bind(s.ai_status.as_str())
+                        .bind(s.score_basis.as_str())
+                        .bind(i64::from(s.final_score))
+                        .bind(s.intent.as_str())
+                        .bind(Json(&s.flags))
+                        .bind(result.model.as_deref())
+                        .bind(result.prompt_version.as_deref())
+                        .bind(result.prompt_tokens)
+                        .bind(result.completion_tokens)
+                        .bind(result.cost_usd)
+                        .bind(result.latency_ms)
+                        .bind(crate::now())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(applied)
+    }
+
+    /// Extends the lease of every job `worker` holds.
+    pub async fn renew_leases(&self, worker: &str, lease: Duration) -> Result<u64> {
+        let expires = now_millis() + lease.as_millis() as i64;
+        let n = on_pool!(self, pool => sqlx::query(
+            "update jobs set lease_expires_at = $1 where lease_owner = $2 and status = 'running'")
+            .bind(expires)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n)
+    }
+
+    /// Returns jobs whose lease expired (their worker died) to the queue, or fails them when they have used
+    /// all their attempts. Safe to run from any worker at any time.
+    pub async fn rescue_expired(&self) -> Result<u64> {
+        let now = now_millis();
+        let n = on_pool!(self, pool => sqlx::query(
+            "update jobs set status = case when attempts >= max_attempts then 'failed' else 'retrying' end, \
+               last_error = 'lease expired: the worker stopped while scoring this lead', \
+               lease_owner = null, lease_expires_at = null, run_at = $1 \
+             where status = 'running' and lease_expires_at < $1")
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n)
+    }
+
+    /// Marks runs whose jobs are all finished as completed.
+    pub async fn finish_idle_runs(&self) -> Result<u64> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "update runs set status = 'completed', finished_at = $1 \
+             where status in ('queued', 'running') and not exists (select 1 from jobs where jobs.run_id = runs.id \
+               and jobs.status in ('queued', 'running', 'retrying'))")
+            .bind(crate::now())
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n)
+    }
+
+    /// What a worker needs to score one job: the run's workspace and offer snapshot, and the lead.
+    pub async fn job_inputs(
+        &self,
+        run_id: &str,
+        lead_id: &str,
+    ) -> Result<Option<(String, leadscore_core::Offer, leadscore_core::Lead)>> {
+        let Some((workspace, offer)) = on_pool!(self, pool => sqlx::query_as::<_, (String, Json<leadscore_core::Offer>)>(
+            "select workspace_id, offer_snapshot from runs where id = $1")
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await?)
+        else {
+            return Ok(None);
+        };
+        let lead = self.get_lead(&workspace, lead_id).await?;
+        Ok(lead.map(|l| (workspace, offer.0, l.lead)))
+    }
+}

@@ -1,0 +1,229 @@
+//! Runs: one request to score a set of leads against a snapshot of one offer, with one job per lead.
+
+use leadscore_core::Offer;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+
+use crate::row::DbRow;
+use crate::{Page, Paged, Pool, Result, Store, StoreError, new_id, now, now_millis, on_pool};
+
+/// Which leads a run scores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    Upload(String),
+    Leads(Vec<String>),
+    /// The workspace's leads with no result for this offer and no job of this offer waiting or running.
+    AllUnscored,
+}
+
+/// A stored run (counts are read separately: they change while it runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: String,
+    pub offer_id: String,
+    pub offer: Offer,
+    pub status: String,
+    pub total: i64,
+    pub max_cost_usd: Option<f64>,
+    pub created_at: OffsetDateTime,
+    pub started_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// How many of a run's jobs are in each state; always adds up to `total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub total: i64,
+    pub queued: i64,
+    pub running: i64,
+    pub retrying: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+impl JobCounts {
+    /// No job can make progress any more.
+    pub fn is_idle(&self) -> bool {
+        self.queued + self.running + self.retrying == 0
+    }
+}
+
+/// Results of a run by basis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResultCounts {
+    pub hybrid: i64,
+    pub rules_only: i64,
+}
+
+const RUN_COLUMNS: &str =
+    "id, offer_id, offer_snapshot, status, total, max_cost_usd, created_at, started_at, finished_at";
+
+fn run_from_row(r: &impl DbRow) -> Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.text("id")?,
+        offer_id: r.text("offer_id")?,
+        offer: r.json("offer_snapshot")?,
+        status: r.text("status")?,
+        total: r.int("total")?,
+        max_cost_usd: r.opt_float("max_cost_usd")?,
+        created_at: r.time("created_at")?,
+        started_at: r.opt_time("started_at")?,
+        finished_at: r.opt_time("finished_at")?,
+    })
+}
+
+/// Default attempts per job before it fails.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+
+impl Store {
+    /// Creates a run and all its jobs in ONE transaction with set-based SQL (`INSERT ... SELECT`): a run exists
+    /// with all its jobs or not at all. Errors: the offer does not exist, or the selection holds no lead.
+    pub async fn create_run(
+        &self,
+        workspace: &str,
+        offer_id: &str,
+        selection: &Selection,
+        max_cost_usd: Option<f64>,
+    ) -> Result<RunRecord> {
+        let offer = self.get_offer(workspace, offer_id).await?.ok_or(StoreError::OfferNotFound)?;
+        let run = RunRecord {
+            id: new_id(),
+            offer_id: offer_id.to_owned(),
+            offer: offer.offer,
+            status: "queued".to_owned(),
+            total: 0,
+            max_cost_usd,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let insert_run = "insert into runs (id, workspace_id, offer_id, offer_snapshot, status, max_cost_usd, created_at) \
+                          values ($1, $2, $3, $4, 'queued', $5, $6)";
+        let now_ms = now_millis();
+        let ids_subquery = match self.backend() {
+            crate::Backend::Postgres => "select jsonb_array_elements_text($5)",
+            crate::Backend::Sqlite => "select value from json_each($5)",
+        };
+        let total = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(insert_run)
+                .bind(&run.id)
+                .bind(workspace)
+                .bind(offer_id)
+                .bind(Json(&run.offer))
+                .bind(max_cost_usd)
+                .bind(run.created_at)
+                .execute(&mut *tx)
+                .await?;
+            let jobs = "insert into jobs (run_id, lead_id, status, max_attempts, run_at) \
+                        select $1, l.id, 'queued', $2, $3 from leads l where l.workspace_id = $4";
+            let inserted = match selection {
+                Selection::Upload(upload) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{jobs} and l.upload_id = $5 \
+                     and l.id >= (select min_lead_id from uploads where id = $5 and workspace_id = $4) \
+                     and l.id <= (select max_lead_id from uploads where id = $5 and workspace_id = $4)")))
+                    .bind(&run.id).bind(DEFAULT_MAX_ATTEMPTS).bind(now_ms).bind(workspace).bind(upload)
+                    .execute(&mut *tx).await?.rows_affected(),
+                Selection::Leads(ids) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{jobs} and l.id in ({ids_subquery})")))
+                    .bind(&run.id).bind(DEFAULT_MAX_ATTEMPTS).bind(now_ms).bind(workspace).bind(Json(ids))
+                    .execute(&mut *tx).await?.rows_affected(),
+                Selection::AllUnscored => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{jobs} and not exists (select 1 from results r where r.workspace_id = $4 \
+                       and r.offer_id = $5 and r.lead_id = l.id) \
+                     and not exists (select 1 from jobs j join runs r on r.id = j.run_id \
+                       where r.workspace_id = $4 and r.offer_id = $5 and j.lead_id = l.id \
+                       and j.status in ('queued', 'running', 'retrying') and j.run_id <> $1)")))
+                    .bind(&run.id).bind(DEFAULT_MAX_ATTEMPTS).bind(now_ms).bind(workspace).bind(offer_id)
+                    .execute(&mut *tx).await?.rows_affected(),
+            };
+            if inserted == 0 {
+                return Err(StoreError::EmptySelection);
+            }
+            sqlx::query("update runs set total = $1 where id = $2")
+                .bind(inserted as i64)
+                .bind(&run.id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            inserted as i64
+        });
+        self.notify_jobs().await;
+        Ok(RunRecord { total, ..run })
+    }
+
+    pub async fn get_run(&self, workspace: &str, id: &str) -> Result<Option<RunRecord>> {
+        on_pool!(self, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select {RUN_COLUMNS} from runs where id = $1 and workspace_id = $2")))
+                .bind(id)
+                .bind(workspace)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(run_from_row).transpose()
+        })
+    }
+
+    pub async fn list_runs(&self, workspace: &str, page: &Page) -> Result<Paged<RunRecord>> {
+        let rows = on_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select {RUN_COLUMNS} from runs where workspace_id = $1 and id > $2 order by id limit $3")))
+                .bind(workspace)
+                .bind(page.after.as_deref().unwrap_or(""))
+                .bind(page.fetch_limit())
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?
+        });
+        Ok(page.finish(rows, |r| r.id.clone()))
+    }
+
+    /// The run's jobs by state (one `GROUP BY` over the run's jobs).
+    pub async fn job_counts(&self, run_id: &str) -> Result<JobCounts> {
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "select status, count(*) from jobs where run_id = $1 group by status")
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?);
+        let mut c = JobCounts::default();
+        for (status, n) in rows {
+            c.total += n;
+            match status.as_str() {
+                "queued" => c.queued = n,
+                "running" => c.running = n,
+                "retrying" => c.retrying = n,
+                "succeeded" => c.succeeded = n,
+                "failed" => c.failed = n,
+                "cancelled" => c.cancelled = n,
+                other => return Err(StoreError::Corrupt(format!("job status {other:?}"))),
+            }
+        }
+        Ok(c)
+    }
+
+    pub async fn result_counts(&self, run_id: &str) -> Result<ResultCounts> {
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "select score_basis, count(*) from results where run_id = $1 group by score_basis")
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?);
+        let mut c = ResultCounts::default();
+        for (basis, n) in rows {
+            match basis.as_str() {
+                "hybrid" => c.hybrid = n,
+                _ => c.rules_only += n,
+            }
+        }
+        Ok(c)
+    }
+
+    /// Tells idle workers that jobs arrived (Postgres `NOTIFY`; in-process workers poll on SQLite).
+    pub(crate) async fn notify_jobs(&self) {
+        if let Pool::Pg(pool) = &self.pool
+            && let Err(e) = sqlx::query("select pg_notify('leadscore_jobs', '')").execute(pool).await
+        {
+            tracing::warn!(error = %e, "NOTIFY failed; workers will find the jobs on their next poll");
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `leadscore-worker`: a worker pool process (cluster mode). Scale by running more of them.
+
+use std::process::ExitCode;
+
+use leadscore_store::{ConnectOptions, Store};
+use leadscore_worker::WorkerConfig;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("error: DATABASE_URL is not set (postgres://...)");
+        return ExitCode::from(2);
+    };
+    let mut config = WorkerConfig::default();
+    if let Ok(c) = std::env::var("LEADSCORE_CONCURRENCY") {
+        match c.parse() {
+            Ok(n) if n > 0 => config.concurrency = n,
+            _ => {
+                eprintln!("error: LEADSCORE_CONCURRENCY must be a positive number, got {c:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let store = match Store::connect_lazy(&url, &ConnectOptions { max_connections: 8, ..Default::default() })
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: DATABASE_URL: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut delay = std::time::Duration::from_millis(500);
+    while let Err(e) = store.migrate().await {
+        tracing::warn!(error = %e, "database not ready; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    leadscore_worker::run(store, config, stopped).await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = tokio::signal::ctrl_c() => {}, () = term => {} }
+}

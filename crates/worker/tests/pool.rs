@@ -1,0 +1,207 @@
+//! The worker pool and the queue against real databases (PostgreSQL and SQLite).
+
+use std::time::{Duration, Instant};
+
+use leadscore_core::{Lead, Offer};
+use leadscore_store::test_support::TestDb;
+use leadscore_store::{
+    Backend, Completion, DEFAULT_WORKSPACE, Page, ResultFilter, Selection, Store, StoreError,
+};
+use leadscore_worker::WorkerConfig;
+use tokio::sync::watch;
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(leadscore_store::Backend::Postgres).await } )* }
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(leadscore_store::Backend::Sqlite).await } )* }
+    };
+}
+
+both_backends!(
+    a_run_is_scored_end_to_end,
+    stale_workers_change_nothing,
+    failures_retry_then_fail,
+    small_runs_are_not_starved,
+    selections
+);
+
+const WS: &str = DEFAULT_WORKSPACE;
+
+fn lead(i: usize) -> Lead {
+    Lead {
+        external_id: None,
+        name: format!("Lead {i}"),
+        role: if i.is_multiple_of(2) { "CEO".into() } else { "Analyst".into() },
+        company: "Acme".into(),
+        industry: "B2B SaaS".into(),
+        location: "Berlin".into(),
+        linkedin_bio: "bio".into(),
+        attributes: vec![],
+    }
+}
+
+async fn seed(store: &Store, n: usize) -> (String, String) {
+    let offer = Offer { name: "x".into(), value_props: vec![], ideal_use_cases: vec!["B2B SaaS".into()] };
+    let offer = store.create_offer(WS, &offer).await.expect("offer");
+    let mut w = store.begin_upload(WS, None).await.expect("upload");
+    let leads: Vec<(u64, Lead)> = (0..n).map(|i| (i as u64 + 2, lead(i))).collect();
+    w.write_batch(&leads, &[]).await.expect("batch");
+    (offer.id, w.commit(&[]).await.expect("commit").id)
+}
+
+fn start_pool(store: &Store, concurrency: usize) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = watch::channel(false);
+    let config = WorkerConfig { concurrency, poll: Duration::from_millis(20), ..WorkerConfig::default() };
+    (stop, tokio::spawn(leadscore_worker::run(store.clone(), config, stopped)))
+}
+
+async fn wait_completed(store: &Store, run_id: &str, within: Duration) -> Instant {
+    let deadline = Instant::now() + within;
+    loop {
+        let run = store.get_run(WS, run_id).await.expect("run").expect("exists");
+        if run.status == "completed" {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} not completed in {within:?}: {:?}",
+            store.job_counts(run_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_run_is_scored_end_to_end(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let (offer, upload) = seed(s, 300).await;
+    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    assert_eq!((run.total, run.status.as_str()), (300, "queued"));
+    let (stop, pool) = start_pool(s, 16);
+    wait_completed(s, &run.id, Duration::from_secs(30)).await;
+    let counts = s.job_counts(&run.id).await.expect("counts");
+    assert_eq!((counts.total, counts.succeeded), (300, 300));
+    assert_eq!(s.result_counts(&run.id).await.expect("results").rules_only, 300);
+    let page = s
+        .list_run_results(WS, &run.id, &ResultFilter::default(), &Page { limit: 1000, after: None })
+        .await
+        .expect("results");
+    assert_eq!(page.items.len(), 300);
+    let ceo = page.items.iter().find(|r| r.lead.lead.role == "CEO").expect("a CEO");
+    assert_eq!((ceo.scoring.rule.score, ceo.scoring.final_score, ceo.version), (50, 100, 1));
+    let high = s
+        .list_run_results(
+            WS,
+            &run.id,
+            &ResultFilter { min_score: Some(70), ..Default::default() },
+            &Page { limit: 1000, after: None },
+        )
+        .await
+        .expect("filtered");
+    assert_eq!(high.items.len(), 150);
+    let finished = s.get_run(WS, &run.id).await.expect("run").expect("exists");
+    assert!(finished.started_at.is_some() && finished.finished_at.is_some());
+    stop.send(true).expect("stop");
+    pool.await.expect("pool drains and exits");
+}
+
+async fn stale_workers_change_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let (offer, upload) = seed(s, 1).await;
+    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let a = s.claim_jobs("a", 10, Duration::from_millis(0)).await.expect("claim");
+    assert_eq!(a.len(), 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(s.rescue_expired().await.expect("rescue"), 1, "a's lease expired");
+    let b = s.claim_jobs("b", 10, Duration::from_secs(30)).await.expect("claim");
+    assert_eq!((b.len(), b[0].attempts), (1, 2));
+    let late = Completion::Failed { job: a[0].clone(), error: "late".into(), retry_in: None };
+    assert_eq!(s.complete_jobs("a", &[late]).await.expect("complete"), 0, "a no longer holds the lease");
+    let counts = s.job_counts(&run.id).await.expect("counts");
+    assert_eq!(counts.running, 1);
+    assert_eq!(
+        s.claim_jobs("c", 10, Duration::from_secs(30)).await.expect("claim").len(),
+        0,
+        "nothing to claim twice"
+    );
+}
+
+async fn failures_retry_then_fail(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let (offer, upload) = seed(s, 1).await;
+    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    for attempt in 1..=5 {
+        let jobs = s.claim_jobs("w", 10, Duration::from_secs(30)).await.expect("claim");
+        assert_eq!(jobs.len(), 1, "attempt {attempt} is due at once (retry_in 0)");
+        assert_eq!(jobs[0].attempts, attempt);
+        let failed = Completion::Failed {
+            job: jobs[0].clone(),
+            error: format!("boom {attempt}"),
+            retry_in: Some(Duration::ZERO),
+        };
+        assert_eq!(s.complete_jobs("w", &[failed]).await.expect("complete"), 1);
+    }
+    let counts = s.job_counts(&run.id).await.expect("counts");
+    assert_eq!((counts.failed, counts.retrying), (1, 0), "failed after max_attempts");
+    // A retry in the future is not claimable now.
+    let (offer2, upload2) = seed(s, 1).await;
+    s.create_run(WS, &offer2, &Selection::Upload(upload2), None).await.expect("run");
+    let jobs = s.claim_jobs("w", 10, Duration::from_secs(30)).await.expect("claim");
+    let later = Completion::Failed {
+        job: jobs[0].clone(),
+        error: "429".into(),
+        retry_in: Some(Duration::from_secs(60)),
+    };
+    s.complete_jobs("w", &[later]).await.expect("complete");
+    assert!(
+        s.claim_jobs("w", 10, Duration::from_secs(30)).await.expect("claim").is_empty(),
+        "backoff is respected"
+    );
+}
+
+async fn small_runs_are_not_starved(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let (offer, big_upload) = seed(s, 3000).await;
+    let (_, small_upload) = seed(s, 10).await;
+    let big = s.create_run(WS, &offer, &Selection::Upload(big_upload), None).await.expect("big run");
+    let small = s.create_run(WS, &offer, &Selection::Upload(small_upload), None).await.expect("small run");
+    let (stop, pool) = start_pool(s, 8);
+    let small_done = wait_completed(s, &small.id, Duration::from_secs(60)).await;
+    let big_counts = s.job_counts(&big.id).await.expect("counts");
+    assert!(
+        !big_counts.is_idle(),
+        "the small run finished while the big one was still working: {big_counts:?}"
+    );
+    wait_completed(s, &big.id, Duration::from_secs(120)).await;
+    assert!(small_done.elapsed() > Duration::ZERO);
+    stop.send(true).expect("stop");
+    pool.await.expect("pool");
+}
+
+async fn selections(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let (offer, upload) = seed(s, 5).await;
+    match s.create_run(WS, "no-such-offer", &Selection::AllUnscored, None).await {
+        Err(StoreError::OfferNotFound) => {}
+        other => panic!("{other:?}"),
+    }
+    match s.create_run(WS, &offer, &Selection::Leads(vec!["nope".into()]), None).await {
+        Err(StoreError::EmptySelection) => {}
+        other => panic!("{other:?}"),
+    }
+    let leads = s.list_leads(WS, Some(&upload), &Page { limit: 10, after: None }).await.expect("leads");
+    let two: Vec<String> = leads.items.iter().take(2).map(|l| l.id.clone()).collect();
+    let r = s.create_run(WS, &offer, &Selection::Leads(two), None).await.expect("run");
+    assert_eq!(r.total, 2);
+    let r2 = s.create_run(WS, &offer, &Selection::AllUnscored, None).await.expect("run");
+    assert_eq!(r2.total, 3, "leads queued in another run of this offer are not unscored");
+    assert!(matches!(
+        s.create_run(WS, &offer, &Selection::AllUnscored, None).await,
+        Err(StoreError::EmptySelection)
+    ));
+    assert_eq!(s.list_runs(WS, &Page { limit: 10, after: None }).await.expect("runs").items.len(), 2);
+}
