@@ -45,6 +45,7 @@ pub struct AppState {
         (name = "offers", description = "What you sell and to whom"),
         (name = "leads", description = "Uploading and reading leads"),
         (name = "uploads", description = "Upload reports and rejected rows"),
+        (name = "runs", description = "Scoring runs: one job per lead on a queue, results and exports"),
         (name = "operations", description = "Health and readiness"),
         (name = "compat", description = "Routes of the original service, kept for existing clients"),
     ),
@@ -70,7 +71,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API routes and their OpenAPI document, built together so neither can miss a route.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use crate::routes::{health, leads, offers, uploads};
+    use crate::routes::{health, leads, offers, runs, uploads};
     let uploads_routes = OpenApiRouter::new()
         .routes(routes!(leads::upload_leads))
         .routes(routes!(compat::upload_leads))
@@ -83,12 +84,21 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(leads::get_lead, leads::delete_lead))
         .routes(routes!(uploads::get_upload))
         .routes(routes!(uploads::list_upload_errors))
+        .routes(routes!(runs::score_leads))
+        .routes(routes!(runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::list_jobs))
+        .routes(routes!(runs::list_results))
+        .routes(routes!(runs::export_results))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(compat::create_offer, compat::list_offers))
         .routes(routes!(compat::get_offer, compat::update_offer, compat::delete_offer))
         .routes(routes!(compat::list_leads))
         .routes(routes!(compat::get_lead, compat::delete_lead))
+        .routes(routes!(compat::score_leads))
+        .routes(routes!(compat::list_results))
+        .routes(routes!(compat::export_csv))
         .merge(uploads_routes)
         .split_for_parts()
 }

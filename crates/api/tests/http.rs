@@ -27,6 +27,8 @@ both_backends!(
     an_interrupted_upload_stores_nothing,
     api_keys_and_workspaces,
     seed_compatible_routes,
+    runs_over_http,
+    the_original_walkthrough_scores_end_to_end,
 );
 
 const HEADER: &str = "name,role,company,industry,location,linkedin_bio\n";
@@ -41,6 +43,7 @@ struct Server {
     db: TestDb,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop_workers: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for Server {
@@ -48,6 +51,7 @@ impl Drop for Server {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        let _ = self.stop_workers.send(true);
     }
 }
 
@@ -64,7 +68,21 @@ async fn server_with(backend: Backend, upload_limits: UploadLimits) -> Server {
     tokio::spawn(leadscore_api::serve(listener, state, async {
         let _ = stopped.await;
     }));
-    Server { base: format!("http://{addr}"), addr, db, http: reqwest::Client::new(), stop: Some(stop) }
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let config = leadscore_worker::WorkerConfig {
+        concurrency: 8,
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
+    tokio::spawn(leadscore_worker::run(db.store.clone(), config, workers_stopped));
+    Server {
+        base: format!("http://{addr}"),
+        addr,
+        db,
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+        stop_workers,
+    }
 }
 
 impl Server {
@@ -592,6 +610,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/leads/{id}/"),
     ("delete", "/api/leads/{id}/"),
     ("post", "/api/leads/upload/"),
+    ("post", "/v1/leads/score"),
+    ("get", "/v1/runs"),
+    ("get", "/v1/runs/{id}"),
+    ("get", "/v1/runs/{id}/jobs"),
+    ("get", "/v1/runs/{id}/results"),
+    ("get", "/v1/runs/{id}/results.csv"),
+    ("post", "/api/leads/score/"),
+    ("get", "/api/leads/results/"),
+    ("get", "/api/leads/export_csv/"),
 ];
 
 #[tokio::test]
@@ -642,4 +669,158 @@ async fn openapi_documents_every_route_and_every_documented_route_exists() {
     assert!(r.text().await.expect("html").contains("swagger"), "Swagger UI is served from the binary");
     // Schemas carry examples.
     assert!(doc["components"]["schemas"]["OfferBody"]["example"].is_object(), "OfferBody has an example");
+}
+
+async fn wait_run(s: &Server, location: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, run) = s.get(location).await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        if run["status"] == "completed" {
+            return run;
+        }
+        assert!(std::time::Instant::now() < deadline, "run did not complete: {run}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn runs_over_http(backend: Backend) {
+    let s = server(backend).await;
+    let (_, offer) = s.post_json("/v1/offers", offer_json()).await;
+    let offer_id = offer["id"].as_str().expect("id").to_owned();
+    let (_, up) = s.upload_json(SAMPLE).await;
+    let upload_id = up["upload_id"].as_str().expect("id").to_owned();
+
+    let (status, p) =
+        s.post_json("/v1/leads/score", json!({"offer_id": "nope", "upload_id": upload_id})).await;
+    assert_eq!((status, &p["status"]), (StatusCode::NOT_FOUND, &json!(404)));
+    let (status, p) = s
+        .post_json(
+            "/v1/leads/score",
+            json!({"offer_id": offer_id, "upload_id": upload_id, "all_unscored": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    let (status, p) =
+        s.post_json("/v1/leads/score", json!({"offer_id": offer_id, "lead_ids": ["nope"]})).await;
+    assert_eq!((status, &p["errors"][0]["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("lead_ids")));
+
+    let r = s
+        .http
+        .post(s.url("/v1/leads/score"))
+        .json(&json!({"offer_id": offer_id, "upload_id": upload_id}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = r.headers()["location"].to_str().expect("ascii").to_owned();
+    let created: Value = r.json().await.expect("json");
+    assert_eq!(created["job_counts"]["total"], 3);
+    let run = wait_run(&s, &location).await;
+    let counts = &run["job_counts"];
+    assert_eq!((counts["total"].as_i64(), counts["succeeded"].as_i64()), (Some(3), Some(3)));
+    assert_eq!(run["result_counts"], json!({"hybrid": 0, "rules_only": 3}));
+    assert_eq!(run["eta_seconds"], 0);
+
+    let r = s.http.get(s.url(&location)).send().await.expect("get");
+    let etag = r.headers()["etag"].to_str().expect("etag").to_owned();
+    let r = s.http.get(s.url(&location)).header("if-none-match", &etag).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+
+    let (_, results) = s.get(&format!("{location}/results")).await;
+    let items = results["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3);
+    let john = items.iter().find(|r| r["name"] == "John Doe").expect("John");
+    assert_eq!(
+        (&john["score"], &john["intent"], &john["score_basis"], &john["ai_status"]),
+        (&json!(100), &json!("High"), &json!("rules_only"), &json!("skipped"))
+    );
+    assert_eq!(john["rule_reasons"][0]["code"], "decision_maker_role");
+    assert_eq!(john["rule_reasons"][0]["text"], "Decision maker role (+20)");
+    let (_, high) = s.get(&format!("{location}/results?min_score=70&intent=High")).await;
+    assert_eq!(high["items"].as_array().map(Vec::len), Some(2));
+    let (status, p) = s.get(&format!("{location}/results?intent=Huge")).await;
+    assert_eq!((status, &p["errors"][0]["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("intent")));
+    let (_, jobs) = s.get(&format!("{location}/jobs?status=succeeded")).await;
+    assert_eq!(jobs["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(jobs["items"][0]["attempts"], 1);
+
+    let r = s.http.get(s.url(&format!("{location}/results.csv"))).send().await.expect("csv");
+    assert_eq!(r.status(), StatusCode::OK);
+    let csv = r.text().await.expect("text");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("lead_id,external_id,name,role,company,industry,location,intent,score,"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(
+        csv.contains(",John Doe,CEO,TechCorp,B2B SaaS,New York,High,100,50,,,rules_only,skipped,"),
+        "{csv}"
+    );
+
+    let (_, runs) = s.get("/v1/runs").await;
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(1));
+    let (status, _) =
+        s.post_json("/v1/leads/score", json!({"offer_id": offer_id, "all_unscored": true})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "every lead is scored for this offer");
+}
+
+/// The original service's README, step by step, against our aliases.
+async fn the_original_walkthrough_scores_end_to_end(backend: Backend) {
+    let s = server(backend).await;
+    let r = s.http.post(s.url("/api/leads/score/")).send().await.expect("score");
+    let (status, err) = status_json(r).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(err["error"].as_str().expect("error").starts_with("Please create an offer first"), "{err}");
+    let (status, _) = s.post_json("/api/offer/", json!({
+        "name": "AI Outreach Automation",
+        "value_props": ["24/7 automated outreach", "6x more qualified meetings", "Personalized messaging at scale"],
+        "ideal_use_cases": ["B2B SaaS", "Sales teams", "Marketing agencies"]
+    })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let r = s.http.post(s.url("/api/leads/score/")).send().await.expect("score");
+    let (status, err) = status_json(r).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(err["error"].as_str().expect("error").starts_with("No unscored leads found"), "{err}");
+    assert_eq!(s.upload("/api/leads/upload/", SAMPLE).await.status(), StatusCode::CREATED);
+
+    let r = s.http.post(s.url("/api/leads/score/")).send().await.expect("score");
+    let (status, scored) = status_json(r).await;
+    assert_eq!(status, StatusCode::OK, "{scored}");
+    assert_eq!(scored["total_scored"], 3);
+    let john = &scored["results"][0];
+    assert_eq!(
+        (&john["name"], &john["intent"], &john["score"]),
+        (&json!("John Doe"), &json!("High"), &json!(100))
+    );
+    assert_eq!(john["score_breakdown"], json!({"rule_score": 50, "ai_score": 0}));
+    assert!(
+        john["reasoning"]
+            .as_str()
+            .expect("reasoning")
+            .starts_with("[Rule: Decision maker role (+20), Exact ICP match (+20), Complete profile (+10)]")
+    );
+    let mike = &scored["results"][2];
+    assert_eq!((&mike["intent"], &mike["score"]), (&json!("Medium"), &json!(40)));
+
+    let (status, page) = s.get("/api/leads/results/").await;
+    assert_eq!((status, &page["count"], &page["next"]), (StatusCode::OK, &json!(3), &Value::Null));
+    assert_eq!(page["results"][1]["name"], "Jane Smith");
+    assert_eq!(page["results"][1]["score"], 100);
+
+    let r = s.http.get(s.url("/api/leads/export_csv/")).send().await.expect("export");
+    assert_eq!(r.status(), StatusCode::OK);
+    let csv = r.text().await.expect("csv");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("Name,Role,Company,Industry,Location,Intent,Score,Reasoning"));
+    assert!(
+        lines.next().expect("row").starts_with("John Doe,CEO,TechCorp,B2B SaaS,New York,High,100,"),
+        "{csv}"
+    );
+
+    let r = s.http.post(s.url("/api/leads/score/")).send().await.expect("score again");
+    let (status, _) = status_json(r).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "nothing left to score");
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use leadscore_api::{AppState, UploadLimits};
 use leadscore_store::{ConnectOptions, Store};
+use leadscore_worker::WorkerConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct DbArgs {
@@ -30,6 +31,9 @@ pub struct ServeArgs {
     /// Most data rows accepted in one upload.
     #[arg(long, env = "LEADSCORE_MAX_UPLOAD_ROWS", default_value_t = UploadLimits::default().max_rows)]
     pub max_upload_rows: u64,
+    /// Jobs scored at once by the embedded worker pool.
+    #[arg(long, env = "LEADSCORE_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
     /// Longest accepted CSV field, in bytes; a longer one rejects its row.
     #[arg(long, env = "LEADSCORE_MAX_FIELD_BYTES", default_value_t = UploadLimits::default().max_field_bytes)]
     pub max_field_bytes: usize,
@@ -116,7 +120,12 @@ async fn serve(args: &ServeArgs) -> Result<()> {
         listener.local_addr()?
     );
     let state = AppState { store: store.clone(), upload_limits: limits };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let config = WorkerConfig { concurrency: args.concurrency, ..WorkerConfig::default() };
+    let workers = tokio::spawn(leadscore_worker::run(store.clone(), config, stopped));
     leadscore_api::serve(listener, state, shutdown_signal()).await.context("serving")?;
+    let _ = stop.send(true);
+    let _ = workers.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

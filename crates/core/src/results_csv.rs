@@ -57,6 +57,11 @@ impl<W: Write> ResultsCsv<W> {
         Ok(w)
     }
 
+    /// A writer that continues a file whose header was already written (e.g. the next page of an export).
+    pub fn without_header(out: W, extra_columns: Vec<String>) -> Self {
+        ResultsCsv { out, extra_columns, line: String::with_capacity(512) }
+    }
+
     pub fn write(&mut self, row: &ResultRow<'_>) -> io::Result<()> {
         let (lead, s) = (row.lead, row.scoring);
         let opt = |v: Option<u8>| v.map(|v| v.to_string()).unwrap_or_default();

@@ -26,7 +26,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use keys::NewApiKey;
 pub use leads::LeadRecord;
 pub use offers::OfferRecord;
-pub use queue::{ClaimedJob, Completion, NewResult};
+pub use queue::{ClaimedJob, Completion, JobRecord, NewResult};
 pub use results::{ResultFilter, ResultRecord};
 pub use runs::{DEFAULT_MAX_ATTEMPTS, JobCounts, ResultCounts, RunRecord, Selection};
 pub use sqlx;

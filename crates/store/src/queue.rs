@@ -282,3 +282,44 @@ impl Store {
         Ok(lead.map(|l| (workspace, offer.0, l.lead)))
     }
 }
+
+/// One job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub lead_id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// A run's jobs in lead order, optionally of one status (cursor = lead id).
+    pub async fn list_jobs(
+        &self,
+        run_id: &str,
+        status: Option<&str>,
+        page: &crate::Page,
+    ) -> Result<crate::Paged<JobRecord>> {
+        let rows: Vec<(String, String, i64, i64, Option<String>)> = on_pool!(self, pool => sqlx::query_as(
+            "select lead_id, status, attempts, max_attempts, last_error from jobs \
+             where run_id = $1 and lead_id > $2 and ($3 is null or status = $3) order by lead_id limit $4")
+            .bind(run_id)
+            .bind(page.after.as_deref().unwrap_or(""))
+            .bind(status)
+            .bind(page.fetch_limit())
+            .fetch_all(pool)
+            .await?);
+        let jobs = rows
+            .into_iter()
+            .map(|(lead_id, status, attempts, max_attempts, last_error)| JobRecord {
+                lead_id,
+                status,
+                attempts,
+                max_attempts,
+                last_error,
+            })
+            .collect();
+        Ok(page.finish(jobs, |j| j.lead_id.clone()))
+    }
+}

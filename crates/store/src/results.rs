@@ -104,3 +104,41 @@ impl Store {
         Ok(page.finish(rows, |r| r.lead.id.clone()))
     }
 }
+
+/// The current result of each lead for an offer: the one from the most recently created run.
+const CURRENT: &str = "r.workspace_id = $1 and r.offer_id = $2 and r.run_id = (select max(r2.run_id) from results r2 \
+    where r2.workspace_id = r.workspace_id and r2.offer_id = r.offer_id and r2.lead_id = r.lead_id)";
+
+impl Store {
+    /// Current results for an offer by offset (page-number pagination of the seed-compatible routes).
+    pub async fn current_results(
+        &self,
+        workspace: &str,
+        offer_id: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<ResultRecord>> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select {COLUMNS} from results r join leads l on l.workspace_id = r.workspace_id and l.id = r.lead_id \
+                 where {CURRENT} order by r.lead_id limit $3 offset $4")))
+                .bind(workspace)
+                .bind(offer_id)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(result_from_row).collect()
+        })
+    }
+
+    pub async fn count_current_results(&self, workspace: &str, offer_id: &str) -> Result<i64> {
+        let n = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "select count(*) from results r where {CURRENT}")))
+            .bind(workspace)
+            .bind(offer_id)
+            .fetch_one(pool)
+            .await?);
+        Ok(n)
+    }
+}

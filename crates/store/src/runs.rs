@@ -73,6 +73,18 @@ fn run_from_row(r: &impl DbRow) -> Result<RunRecord> {
     })
 }
 
+/// The condition on leads `l` of workspace `ws` with no result for offer `offer` and no job of it waiting or
+/// running in a run other than `run` (each argument is a SQL placeholder or literal).
+fn unscored(run: &str, ws: &str, offer: &str) -> String {
+    format!(
+        "not exists (select 1 from results r where r.workspace_id = {ws} and r.offer_id = {offer} \
+           and r.lead_id = l.id) \
+         and not exists (select 1 from jobs j join runs r on r.id = j.run_id where r.workspace_id = {ws} \
+           and r.offer_id = {offer} and j.lead_id = l.id and j.status in ('queued', 'running', 'retrying') \
+           and j.run_id <> {run})"
+    )
+}
+
 /// Default attempts per job before it fails.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
 
@@ -129,12 +141,7 @@ impl Store {
                     "{jobs} and l.id in ({ids_subquery})")))
                     .bind(&run.id).bind(DEFAULT_MAX_ATTEMPTS).bind(now_ms).bind(workspace).bind(Json(ids))
                     .execute(&mut *tx).await?.rows_affected(),
-                Selection::AllUnscored => sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{jobs} and not exists (select 1 from results r where r.workspace_id = $4 \
-                       and r.offer_id = $5 and r.lead_id = l.id) \
-                     and not exists (select 1 from jobs j join runs r on r.id = j.run_id \
-                       where r.workspace_id = $4 and r.offer_id = $5 and j.lead_id = l.id \
-                       and j.status in ('queued', 'running', 'retrying') and j.run_id <> $1)")))
+                Selection::AllUnscored => sqlx::query(sqlx::AssertSqlSafe(format!("{jobs} and {}", unscored("$1", "$4", "$5"))))
                     .bind(&run.id).bind(DEFAULT_MAX_ATTEMPTS).bind(now_ms).bind(workspace).bind(offer_id)
                     .execute(&mut *tx).await?.rows_affected(),
             };
@@ -151,6 +158,17 @@ impl Store {
         });
         self.notify_jobs().await;
         Ok(RunRecord { total, ..run })
+    }
+
+    /// How many leads [`Selection::AllUnscored`] would select now.
+    pub async fn count_unscored(&self, workspace: &str, offer_id: &str) -> Result<i64> {
+        let n = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "select count(*) from leads l where l.workspace_id = $1 and {}", unscored("''", "$1", "$2"))))
+            .bind(workspace)
+            .bind(offer_id)
+            .fetch_one(pool)
+            .await?);
+        Ok(n)
     }
 
     pub async fn get_run(&self, workspace: &str, id: &str) -> Result<Option<RunRecord>> {

@@ -1,4 +1,5 @@
 pub mod health;
 pub mod leads;
 pub mod offers;
+pub mod runs;
 pub mod uploads;

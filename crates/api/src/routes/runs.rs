@@ -1,0 +1,544 @@
+//! Scoring runs: create one (`POST /v1/leads/score`), follow it, page its jobs and results, export them.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use leadscore_core::results_csv::{ResultRow, ResultsCsv};
+use leadscore_core::{Intent, RuleReason, ScoreBasis};
+use leadscore_store::{
+    JobCounts, Page, ResultCounts, ResultFilter, ResultRecord, RunRecord, Selection, StoreError,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::extract::{ApiJson, ApiQuery, PageParams, Workspace};
+use crate::problem::{ApiError, Problem};
+
+/// What to score.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"offer_id": "019abc12-3456-7def-8901-23456789abcd", "upload_id": "019abc12-0000-7def-8901-23456789abcd"}))]
+pub struct ScoreRequest {
+    pub offer_id: String,
+    /// Score the leads of this upload...
+    pub upload_id: Option<String>,
+    /// ... or these leads ...
+    pub lead_ids: Option<Vec<String>>,
+    /// ... or every lead with no result for this offer and no job of it waiting or running.
+    pub all_unscored: Option<bool>,
+    /// Pause the run when its AI cost reaches this (USD).
+    pub max_cost_usd: Option<f64>,
+}
+
+impl ScoreRequest {
+    fn selection(&self) -> Result<Selection, ApiError> {
+        let chosen = [self.upload_id.is_some(), self.lead_ids.is_some(), self.all_unscored == Some(true)];
+        if chosen.iter().filter(|c| **c).count() != 1 {
+            return Err(ApiError::invalid_param(
+                "upload_id",
+                "give exactly one of upload_id, lead_ids or all_unscored: true",
+            ));
+        }
+        if let Some(max) = self.max_cost_usd
+            && !(max.is_finite() && max > 0.0)
+        {
+            return Err(ApiError::invalid_param("max_cost_usd", "must be a positive number"));
+        }
+        Ok(match (&self.upload_id, &self.lead_ids) {
+            (Some(u), _) => Selection::Upload(u.clone()),
+            (_, Some(ids)) if ids.is_empty() => {
+                return Err(ApiError::invalid_param("lead_ids", "must not be empty"));
+            }
+            (_, Some(ids)) => Selection::Leads(ids.clone()),
+            _ => Selection::AllUnscored,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobCountsBody {
+    pub total: i64,
+    pub queued: i64,
+    pub running: i64,
+    pub retrying: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultCountsBody {
+    pub hybrid: i64,
+    pub rules_only: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_usd: f64,
+}
+
+/// A run's status.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "019abc12-9999-7def-8901-23456789abcd", "offer_id": "019abc12-3456-7def-8901-23456789abcd",
+    "status": "running",
+    "job_counts": {"total": 16, "queued": 4, "running": 2, "retrying": 0, "succeeded": 10, "failed": 0, "cancelled": 0},
+    "result_counts": {"hybrid": 0, "rules_only": 10},
+    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0},
+    "max_cost_usd": null, "created_at": "2026-11-25T10:40:00Z", "started_at": "2026-11-25T10:40:00Z",
+    "finished_at": null, "eta_seconds": 1
+}))]
+pub struct RunResponse {
+    pub id: String,
+    pub offer_id: String,
+    /// queued, running, paused, blocked, cancelling, cancelled or completed.
+    pub status: String,
+    pub job_counts: JobCountsBody,
+    pub result_counts: ResultCountsBody,
+    pub usage: Usage,
+    pub max_cost_usd: Option<f64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Seconds until the remaining jobs are done at the rate so far; null before there is a rate.
+    pub eta_seconds: Option<i64>,
+}
+
+fn run_response(run: RunRecord, jobs: JobCounts, results: ResultCounts) -> RunResponse {
+    let done = jobs.succeeded + jobs.failed + jobs.cancelled;
+    let left = jobs.total - done;
+    let eta_seconds = match (run.started_at, run.finished_at) {
+        (Some(start), None) if done > 0 && left > 0 => {
+            let elapsed = (OffsetDateTime::now_utc() - start).as_seconds_f64();
+            Some((elapsed / done as f64 * left as f64).ceil() as i64)
+        }
+        (_, Some(_)) => Some(0),
+        _ => None,
+    };
+    RunResponse {
+        id: run.id,
+        offer_id: run.offer_id,
+        status: run.status,
+        job_counts: JobCountsBody {
+            total: jobs.total,
+            queued: jobs.queued,
+            running: jobs.running,
+            retrying: jobs.retrying,
+            succeeded: jobs.succeeded,
+            failed: jobs.failed,
+            cancelled: jobs.cancelled,
+        },
+        result_counts: ResultCountsBody { hybrid: results.hybrid, rules_only: results.rules_only },
+        usage: Usage { prompt_tokens: 0, completion_tokens: 0, cost_usd: 0.0 },
+        max_cost_usd: run.max_cost_usd,
+        created_at: run.created_at,
+        started_at: run.started_at,
+        finished_at: run.finished_at,
+        eta_seconds,
+    }
+}
+
+pub async fn load_run(state: &AppState, ws: &str, id: &str) -> Result<RunResponse, ApiError> {
+    let run = state.store.get_run(ws, id).await?.ok_or_else(|| ApiError::not_found("run", id))?;
+    let jobs = state.store.job_counts(&run.id).await?;
+    let results = state.store.result_counts(&run.id).await?;
+    Ok(run_response(run, jobs, results))
+}
+
+/// Creates a run, mapping the store's selection errors to 404 / 422.
+pub async fn create_run(
+    state: &AppState,
+    ws: &str,
+    offer_id: &str,
+    selection: &Selection,
+    max_cost: Option<f64>,
+) -> Result<RunRecord, ApiError> {
+    match state.store.create_run(ws, offer_id, selection, max_cost).await {
+        Ok(run) => Ok(run),
+        Err(StoreError::OfferNotFound) => Err(ApiError::not_found("offer", offer_id)),
+        Err(StoreError::EmptySelection) => Err(ApiError::Invalid {
+            detail: "the selection holds no lead to score".into(),
+            errors: vec![crate::problem::ProblemItem::field(
+                match selection {
+                    Selection::Upload(_) => "upload_id",
+                    Selection::Leads(_) => "lead_ids",
+                    Selection::AllUnscored => "all_unscored",
+                },
+                "no lead to score (unknown ids, or everything is already scored or queued)",
+            )],
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/leads/score", tag = "runs", request_body = ScoreRequest,
+    responses(
+        (status = 202, description = "The run and all its jobs exist; poll `Location`", body = RunResponse,
+            headers(("Location" = String, description = "URL of the run"))),
+        (status = 404, description = "No such offer", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad selection, or no lead to score", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn score_leads(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    ApiJson(body): ApiJson<ScoreRequest>,
+) -> Result<Response, ApiError> {
+    let selection = body.selection()?;
+    let run = create_run(&state, &ws, &body.offer_id, &selection, body.max_cost_usd).await?;
+    let location = format!("/v1/runs/{}", run.id);
+    let run = load_run(&state, &ws, &run.id).await?;
+    let mut response = (StatusCode::ACCEPTED, axum::Json(run)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run's status; `ETag` for cheap polling", body = RunResponse),
+        (status = 304, description = "Unchanged since `If-None-Match`"),
+        (status = 404, description = "No such run in this workspace", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_run(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let run = load_run(&state, &ws, &id).await?;
+    let body = serde_json::to_vec(&run).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let etag = format!("\"{:016x}\"", fnv1a(&body));
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json".to_owned()), (header::ETAG, etag)], body).into_response())
+}
+
+/// A tiny stable hash for ETags (not security-relevant).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// One page of runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunPage {
+    pub items: Vec<RunResponse>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(PageParams),
+    responses((status = 200, description = "Runs, oldest first", body = RunPage)))]
+pub async fn list_runs(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> Result<axum::Json<RunPage>, ApiError> {
+    let page = state.store.list_runs(&ws, &params.page()?).await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for run in page.items {
+        let (jobs, results) =
+            (state.store.job_counts(&run.id).await?, state.store.result_counts(&run.id).await?);
+        items.push(run_response(run, jobs, results));
+    }
+    Ok(axum::Json(RunPage { items, next_cursor: page.next_cursor }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobFilter {
+    /// queued, running, retrying, succeeded, failed or cancelled.
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobResponse {
+    pub lead_id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    pub items: Vec<JobResponse>,
+    pub next_cursor: Option<String>,
+}
+
+const JOB_STATUSES: [&str; 6] = ["queued", "running", "retrying", "succeeded", "failed", "cancelled"];
+
+#[utoipa::path(get, path = "/v1/runs/{id}/jobs", tag = "runs", params(("id" = String, Path, description = "Run id"), JobFilter),
+    responses(
+        (status = 200, description = "The run's jobs with attempts and last error", body = JobPage),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    Path(id): Path<String>,
+    ApiQuery(f): ApiQuery<JobFilter>,
+) -> Result<axum::Json<JobPage>, ApiError> {
+    if let Some(s) = &f.status
+        && !JOB_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::invalid_param("status", format!("must be one of {}", JOB_STATUSES.join(", "))));
+    }
+    let page = PageParams::new(f.limit, f.cursor).page()?;
+    state.store.get_run(&ws, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    let jobs = state.store.list_jobs(&id, f.status.as_deref(), &page).await?;
+    Ok(axum::Json(JobPage {
+        items: jobs
+            .items
+            .into_iter()
+            .map(|j| JobResponse {
+                lead_id: j.lead_id,
+                status: j.status,
+                attempts: j.attempts,
+                max_attempts: j.max_attempts,
+                last_error: j.last_error,
+            })
+            .collect(),
+        next_cursor: jobs.next_cursor,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ResultQuery {
+    /// High, Medium or Low.
+    intent: Option<String>,
+    /// Only results scoring at least this (0-100).
+    min_score: Option<String>,
+    /// hybrid or rules_only.
+    score_basis: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl ResultQuery {
+    fn filter(&self) -> Result<ResultFilter, ApiError> {
+        let intent = match &self.intent {
+            None => None,
+            Some(i) => Some(
+                Intent::parse(i)
+                    .ok_or_else(|| ApiError::invalid_param("intent", "must be High, Medium or Low"))?,
+            ),
+        };
+        let min_score = match &self.min_score {
+            None => None,
+            Some(m) => Some(
+                m.parse::<u8>()
+                    .ok()
+                    .filter(|m| *m <= 100)
+                    .ok_or_else(|| ApiError::invalid_param("min_score", "must be 0 to 100"))?,
+            ),
+        };
+        let score_basis = match &self.score_basis {
+            None => None,
+            Some(b) => Some(
+                ScoreBasis::parse(b)
+                    .ok_or_else(|| ApiError::invalid_param("score_basis", "must be hybrid or rules_only"))?,
+            ),
+        };
+        Ok(ResultFilter { intent, min_score, score_basis })
+    }
+}
+
+/// A scored lead.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultResponse {
+    pub lead_id: String,
+    pub external_id: Option<String>,
+    pub name: String,
+    pub role: String,
+    pub company: String,
+    pub industry: String,
+    pub location: String,
+    /// High >= 70, Medium >= 40, else Low.
+    pub intent: String,
+    /// 0-100.
+    pub score: u8,
+    pub rule_score: u8,
+    #[schema(value_type = Vec<Object>)]
+    pub rule_reasons: Vec<RuleReason>,
+    pub ai_intent: Option<String>,
+    pub ai_score: Option<u8>,
+    pub ai_reasoning: Option<String>,
+    /// ok, cached, skipped or failed.
+    pub ai_status: String,
+    /// hybrid or rules_only.
+    pub score_basis: String,
+    pub flags: Vec<String>,
+    /// Rule reasons and the AI's reason in one line.
+    pub reasoning: String,
+    pub model: Option<String>,
+    pub prompt_version: Option<String>,
+    pub version: i64,
+    pub run_id: String,
+    pub offer_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub scored_at: OffsetDateTime,
+}
+
+impl From<ResultRecord> for ResultResponse {
+    fn from(r: ResultRecord) -> Self {
+        let s = r.scoring;
+        let l = r.lead.lead;
+        ResultResponse {
+            reasoning: s.reasoning(),
+            lead_id: r.lead.id,
+            external_id: l.external_id,
+            name: l.name,
+            role: l.role,
+            company: l.company,
+            industry: l.industry,
+            location: l.location,
+            intent: s.intent.as_str().to_owned(),
+            score: s.final_score,
+            rule_score: s.rule.score,
+            rule_reasons: s.rule.reasons,
+            ai_intent: s.ai_intent.map(|i| i.as_str().to_owned()),
+            ai_score: s.ai_score,
+            ai_reasoning: s.ai_reasoning,
+            ai_status: s.ai_status.as_str().to_owned(),
+            score_basis: s.score_basis.as_str().to_owned(),
+            flags: s.flags.iter().map(|f| f.as_str().to_owned()).collect(),
+            model: r.model,
+            prompt_version: r.prompt_version,
+            version: r.version,
+            run_id: r.run_id,
+            offer_id: r.offer_id,
+            scored_at: r.scored_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultPage {
+    pub items: Vec<ResultResponse>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}/results", tag = "runs", params(("id" = String, Path, description = "Run id"), ResultQuery),
+    responses(
+        (status = 200, description = "The run's results in lead order", body = ResultPage),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_results(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ResultQuery>,
+) -> Result<axum::Json<ResultPage>, ApiError> {
+    let filter = q.filter()?;
+    let page = PageParams::new(q.limit.clone(), q.cursor.clone()).page()?;
+    state.store.get_run(&ws, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    let results = state.store.list_run_results(&ws, &id, &filter, &page).await?;
+    Ok(axum::Json(ResultPage {
+        items: results.items.into_iter().map(Into::into).collect(),
+        next_cursor: results.next_cursor,
+    }))
+}
+
+/// Rows fetched per database round trip while exporting.
+const EXPORT_PAGE: u32 = 1000;
+
+#[utoipa::path(get, path = "/v1/runs/{id}/results.csv", tag = "runs", params(("id" = String, Path, description = "Run id"), ResultQuery),
+    responses(
+        (status = 200, description = "The results CSV (layout in the README), streamed", content_type = "text/csv", body = String),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn export_results(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ResultQuery>,
+) -> Result<Response, ApiError> {
+    let filter = q.filter()?;
+    state.store.get_run(&ws, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    let first = state.store.list_run_results(&ws, &id, &filter, &Page { limit: 1, after: None }).await?;
+    // The extra columns of the upload the run's leads came from (a run over one upload, the common case).
+    let extra = match first.items.first() {
+        Some(r) => {
+            state.store.get_upload(&ws, &r.lead.upload_id).await?.map(|u| u.extra_columns).unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    let stream = export_stream(state, ws, id.clone(), filter, extra);
+    let disposition = format!("attachment; filename=\"leadscore-{id}.csv\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Pages through the results, one CSV chunk per page: memory stays flat however large the run.
+fn export_stream(
+    state: AppState,
+    ws: String,
+    run_id: String,
+    filter: ResultFilter,
+    extra: Vec<String>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::unfold(Some((None::<String>, true)), move |cursor| {
+        let (state, ws, run_id, filter, extra) =
+            (state.clone(), ws.clone(), run_id.clone(), filter.clone(), extra.clone());
+        async move {
+            let (after, first) = cursor?;
+            let page = state
+                .store
+                .list_run_results(&ws, &run_id, &filter, &Page { limit: EXPORT_PAGE, after })
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+            };
+            let mut buf = Vec::with_capacity(256 * page.items.len() + 512);
+            let chunk = (|| -> std::io::Result<()> {
+                let mut w = if first {
+                    ResultsCsv::new(&mut buf, extra.clone())?
+                } else {
+                    ResultsCsv::without_header(&mut buf, extra.clone())
+                };
+                for r in &page.items {
+                    let scored_at = r
+                        .scored_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
+                    w.write(&ResultRow {
+                        lead_id: &r.lead.id,
+                        lead: &r.lead.lead,
+                        scoring: &r.scoring,
+                        run_id: &r.run_id,
+                        offer_id: &r.offer_id,
+                        scored_at: &scored_at,
+                    })?;
+                }
+                Ok(())
+            })();
+            let next = page.next_cursor.map(|c| (Some(c), false));
+            Some((chunk.map(|()| bytes::Bytes::from(buf)), next))
+        }
+    })
+}
