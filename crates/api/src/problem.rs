@@ -67,6 +67,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unauthorized(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -101,6 +103,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -115,6 +118,7 @@ impl ApiError {
             ApiError::TooLarge(_) => ("too-large", "The request is too large"),
             ApiError::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported content type"),
             ApiError::Unauthorized(_) => ("unauthorized", "Missing or unknown API key"),
+            ApiError::Conflict(_) => ("conflict", "Not possible in the current state"),
             ApiError::Unavailable(_) => ("unavailable", "Temporarily unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
         }

@@ -614,6 +614,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/runs"),
     ("get", "/v1/runs/{id}"),
     ("get", "/v1/runs/{id}/jobs"),
+    ("post", "/v1/runs/{id}/cancel"),
+    ("post", "/v1/runs/{id}/pause"),
+    ("post", "/v1/runs/{id}/resume"),
+    ("post", "/v1/runs/{id}/retry"),
     ("get", "/v1/runs/{id}/results"),
     ("get", "/v1/runs/{id}/results.csv"),
     ("post", "/api/leads/score/"),
@@ -762,6 +766,22 @@ async fn runs_over_http(backend: Backend) {
 
     let (_, runs) = s.get("/v1/runs").await;
     assert_eq!(runs["items"].as_array().map(Vec::len), Some(1));
+
+    // Retry re-queues the rules_only results; the new results replace the old ones with version 2.
+    let (status, retried) = s.post_json(&format!("{location}/retry"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    let run = wait_run(&s, &location).await;
+    assert_eq!(run["job_counts"]["succeeded"], 3);
+    let (_, results) = s.get(&format!("{location}/results")).await;
+    assert!(results["items"].as_array().expect("items").iter().all(|r| r["version"] == 2), "{results}");
+    let (status, p) = s.post_json(&format!("{location}/pause"), json!({})).await;
+    assert_eq!(
+        (status, &p["status"]),
+        (StatusCode::CONFLICT, &json!(409)),
+        "a completed run cannot be paused"
+    );
+    let (status, _) = s.post_json("/v1/runs/nope/cancel", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) =
         s.post_json("/v1/leads/score", json!({"offer_id": offer_id, "all_unscored": true})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "every lead is scored for this offer");

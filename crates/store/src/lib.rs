@@ -28,7 +28,9 @@ pub use leads::LeadRecord;
 pub use offers::OfferRecord;
 pub use queue::{ClaimedJob, Completion, JobRecord, NewResult};
 pub use results::{ResultFilter, ResultRecord};
-pub use runs::{DEFAULT_MAX_ATTEMPTS, JobCounts, ResultCounts, RunRecord, Selection};
+pub use runs::{
+    Control, ControlOutcome, DEFAULT_MAX_ATTEMPTS, JobCounts, ResultCounts, RunRecord, Selection,
+};
 pub use sqlx;
 pub use uploads::{UploadError, UploadRecord, UploadWriter};
 

@@ -251,12 +251,14 @@ impl Store {
         Ok(n)
     }
 
-    /// Marks runs whose jobs are all finished as completed.
+    /// Marks runs whose jobs are all finished as completed, and cancelling runs whose last job finished as
+    /// cancelled.
     pub async fn finish_idle_runs(&self) -> Result<u64> {
         let n = on_pool!(self, pool => sqlx::query(
-            "update runs set status = 'completed', finished_at = $1 \
-             where status in ('queued', 'running') and not exists (select 1 from jobs where jobs.run_id = runs.id \
-               and jobs.status in ('queued', 'running', 'retrying'))")
+            "update runs set status = case when status = 'cancelling' then 'cancelled' else 'completed' end, \
+               finished_at = $1 \
+             where status in ('queued', 'running', 'cancelling') and not exists (select 1 from jobs \
+               where jobs.run_id = runs.id and jobs.status in ('queued', 'running', 'retrying'))")
             .bind(crate::now())
             .execute(pool)
             .await?

@@ -245,3 +245,108 @@ impl Store {
         }
     }
 }
+
+/// A control action on a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Jobs not started are cancelled; running ones finish (`cancelling` -> `cancelled`).
+    Cancel,
+    /// Stop claiming this run's jobs.
+    Pause,
+    /// Claim them again (also lifts `blocked`).
+    Resume,
+    /// Re-queue failed jobs and jobs whose result is `rules_only`.
+    Retry,
+}
+
+/// Why a control action does not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlOutcome {
+    /// Applied; the number of jobs it moved.
+    Applied(u64),
+    /// Not possible in the run's current status.
+    Conflict(String),
+}
+
+impl Store {
+    /// Applies a control action. Returns `None` when the run does not exist in the workspace.
+    pub async fn control_run(
+        &self,
+        workspace: &str,
+        run_id: &str,
+        action: Control,
+    ) -> Result<Option<ControlOutcome>> {
+        let Some(run) = self.get_run(workspace, run_id).await? else {
+            return Ok(None);
+        };
+        let status = run.status.as_str();
+        let conflict =
+            |what: &str| Ok(Some(ControlOutcome::Conflict(format!("cannot {what} a run that is {status}"))));
+        let now = now_millis();
+        let moved = match action {
+            Control::Cancel => {
+                if matches!(status, "cancelling" | "cancelled" | "completed") {
+                    return conflict("cancel");
+                }
+                on_pool!(self, pool => {
+                    let mut tx = pool.begin().await?;
+                    let n = sqlx::query("update jobs set status = 'cancelled', lease_owner = null \
+                                         where run_id = $1 and status in ('queued', 'retrying')")
+                        .bind(run_id).execute(&mut *tx).await?.rows_affected();
+                    sqlx::query("update runs set status = 'cancelling' where id = $1")
+                        .bind(run_id).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    n
+                })
+            }
+            Control::Pause => {
+                if !matches!(status, "queued" | "running") {
+                    return conflict("pause");
+                }
+                self.set_run_status(run_id, "paused").await?;
+                0
+            }
+            Control::Resume => {
+                if !matches!(status, "paused" | "blocked") {
+                    return conflict("resume");
+                }
+                self.set_run_status(run_id, if run.started_at.is_some() { "running" } else { "queued" })
+                    .await?;
+                0
+            }
+            Control::Retry => {
+                if matches!(status, "cancelling" | "cancelled") {
+                    return conflict("retry");
+                }
+                on_pool!(self, pool => {
+                    let mut tx = pool.begin().await?;
+                    let n = sqlx::query(
+                        "update jobs set status = 'queued', attempts = 0, run_at = $2, last_error = null \
+                         where run_id = $1 and (status = 'failed' or (status = 'succeeded' and exists ( \
+                           select 1 from results r where r.run_id = jobs.run_id and r.lead_id = jobs.lead_id \
+                           and r.score_basis = 'rules_only')))")
+                        .bind(run_id).bind(now).execute(&mut *tx).await?.rows_affected();
+                    if n > 0 {
+                        let next = if status == "paused" { "paused" } else if run.started_at.is_some() { "running" } else { "queued" };
+                        sqlx::query("update runs set status = $1, finished_at = null where id = $2")
+                            .bind(next).bind(run_id).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    n
+                })
+            }
+        };
+        if moved > 0 && action == Control::Retry {
+            self.notify_jobs().await;
+        }
+        self.finish_idle_runs().await?;
+        Ok(Some(ControlOutcome::Applied(moved)))
+    }
+
+    async fn set_run_status(&self, run_id: &str, status: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("update runs set status = $1 where id = $2").bind(status).bind(run_id).execute(pool).await?;
+        });
+        Ok(())
+    }
+}

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use leadscore_core::{Lead, Offer};
 use leadscore_store::test_support::TestDb;
 use leadscore_store::{
-    Backend, Completion, DEFAULT_WORKSPACE, Page, ResultFilter, Selection, Store, StoreError,
+    Backend, Completion, Control, ControlOutcome, DEFAULT_WORKSPACE, Page, ResultFilter, Selection, Store,
+    StoreError,
 };
 use leadscore_worker::WorkerConfig;
 use tokio::sync::watch;
@@ -18,6 +19,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    pause_resume_cancel,
     a_run_is_scored_end_to_end,
     stale_workers_change_nothing,
     failures_retry_then_fail,
@@ -204,4 +206,42 @@ async fn selections(backend: Backend) {
         Err(StoreError::EmptySelection)
     ));
     assert_eq!(s.list_runs(WS, &Page { limit: 10, after: None }).await.expect("runs").items.len(), 2);
+}
+
+async fn pause_resume_cancel(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let (offer, upload) = seed(s, 10).await;
+    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let run_id = run.id.clone();
+    let control = |action| {
+        let run_id = run_id.clone();
+        async move { s.control_run(WS, &run_id, action).await.expect("control").expect("run exists") }
+    };
+    assert_eq!(control(Control::Pause).await, ControlOutcome::Applied(0));
+    assert!(
+        s.claim_jobs("w", 10, Duration::from_secs(30)).await.expect("claim").is_empty(),
+        "a paused run is not claimed"
+    );
+    assert!(matches!(control(Control::Pause).await, ControlOutcome::Conflict(_)));
+    assert_eq!(control(Control::Resume).await, ControlOutcome::Applied(0));
+    let running = s.claim_jobs("w", 3, Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(running.len(), 3);
+    assert_eq!(
+        control(Control::Cancel).await,
+        ControlOutcome::Applied(7),
+        "the 7 jobs not started are cancelled"
+    );
+    assert_eq!(s.get_run(WS, &run.id).await.expect("run").expect("exists").status, "cancelling");
+    let done: Vec<Completion> = running
+        .into_iter()
+        .map(|job| Completion::Failed { job, error: "x".into(), retry_in: None })
+        .collect();
+    assert_eq!(s.complete_jobs("w", &done).await.expect("complete"), 3, "running jobs finish");
+    s.finish_idle_runs().await.expect("finish");
+    assert_eq!(s.get_run(WS, &run.id).await.expect("run").expect("exists").status, "cancelled");
+    let counts = s.job_counts(&run.id).await.expect("counts");
+    assert_eq!((counts.cancelled, counts.failed, counts.total), (7, 3, 10));
+    assert!(matches!(control(Control::Retry).await, ControlOutcome::Conflict(_)));
+    assert_eq!(s.control_run(WS, "nope", Control::Cancel).await.expect("control"), None);
 }
