@@ -122,6 +122,9 @@ pub struct Paged<T> {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) pool: Pool,
+    /// Wakes this process's idle worker pools when jobs are enqueued here (or, on Postgres, announced by
+    /// another process through `LISTEN leadscore_jobs`).
+    pub(crate) jobs_enqueued: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// How to open the database.
@@ -168,7 +171,7 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        Ok(Store { pool })
+        Ok(Store { pool, jobs_enqueued: Default::default() })
     }
 
     /// [`connect_lazy`](Self::connect_lazy), then waits until the database answers and applies migrations.
@@ -176,6 +179,27 @@ impl Store {
         let store = Store::connect_lazy(url, opts)?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Resolves when jobs may have been enqueued since the last call (a hint: claim to find out). A signal sent
+    /// while nobody waits is kept for the next waiter, so a busy pool does not miss it.
+    pub async fn jobs_enqueued(&self) {
+        self.jobs_enqueued.notified().await;
+    }
+
+    /// Forwards Postgres `NOTIFY leadscore_jobs` (sent by whichever process enqueued) to
+    /// [`jobs_enqueued`](Self::jobs_enqueued) until the connection fails; the caller reconnects. A no-op
+    /// that never returns on SQLite, where every enqueue happens in this process.
+    pub async fn listen_for_jobs(&self) -> Result<()> {
+        let Pool::Pg(pool) = &self.pool else {
+            return std::future::pending().await;
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen("leadscore_jobs").await?;
+        loop {
+            listener.recv().await?;
+            self.jobs_enqueued.notify_one();
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -236,8 +236,10 @@ impl Store {
         Ok(c)
     }
 
-    /// Tells idle workers that jobs arrived (Postgres `NOTIFY`; in-process workers poll on SQLite).
+    /// Tells idle workers that jobs arrived: this process's directly, other processes through one Postgres
+    /// `NOTIFY` per enqueue (they also poll, so a lost notification only costs a poll interval).
     pub(crate) async fn notify_jobs(&self) {
+        self.jobs_enqueued.notify_one();
         if let Pool::Pg(pool) = &self.pool
             && let Err(e) = sqlx::query("select pg_notify('leadscore_jobs', '')").execute(pool).await
         {

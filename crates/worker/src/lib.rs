@@ -50,6 +50,7 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
     let (done_tx, done_rx) = mpsc::channel::<Completion>(config.concurrency * 2);
     let writer = tokio::spawn(write_completions(store.clone(), config.id.clone(), done_rx));
     let upkeep = tokio::spawn(maintain(store.clone(), config.clone(), shutdown.clone()));
+    let listener = tokio::spawn(listen(store.clone()));
     let rules: RulesCache = Arc::default();
     tracing::info!(worker = %config.id, concurrency = config.concurrency, "worker pool started");
     let mut backoff = config.poll;
@@ -73,7 +74,11 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
             }
         };
         if jobs.is_empty() {
-            tokio::select! { () = tokio::time::sleep(backoff) => {}, _ = shutdown.changed() => {} }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {},
+                () = store.jobs_enqueued() => {},
+                _ = shutdown.changed() => {},
+            }
             continue;
         }
         for job in jobs {
@@ -99,6 +104,7 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
     drop(done_tx);
     let _ = writer.await;
     upkeep.abort();
+    listener.abort();
     tracing::info!(worker = %config.id, "worker pool stopped");
 }
 
@@ -178,6 +184,16 @@ async fn write_completions(store: Store, worker: String, mut rx: mpsc::Receiver<
         if let Err(e) = store.finish_idle_runs().await {
             tracing::warn!(error = %e, "finishing runs failed");
         }
+    }
+}
+
+/// Keeps a `LISTEN` connection open (Postgres), reconnecting after failures; polling covers the gaps.
+async fn listen(store: Store) {
+    loop {
+        if let Err(e) = store.listen_for_jobs().await {
+            tracing::debug!(error = %e, "job notifications interrupted; reconnecting");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -20,6 +20,7 @@ macro_rules! both_backends {
 
 both_backends!(
     pause_resume_cancel,
+    idle_pools_wake_on_enqueue,
     a_run_is_scored_end_to_end,
     stale_workers_change_nothing,
     failures_retry_then_fail,
@@ -244,4 +245,29 @@ async fn pause_resume_cancel(backend: Backend) {
     assert_eq!((counts.cancelled, counts.failed, counts.total), (7, 3, 10));
     assert!(matches!(control(Control::Retry).await, ControlOutcome::Conflict(_)));
     assert_eq!(s.control_run(WS, "nope", Control::Cancel).await.expect("control"), None);
+}
+
+/// An idle pool picks new work up at once: through the in-process signal, and on Postgres through
+/// `LISTEN/NOTIFY` from another process's store (here: a second, independent connection pool).
+async fn idle_pools_wake_on_enqueue(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let worker_store = match backend {
+        Backend::Postgres => Store::open(&db.url, &Default::default()).await.expect("second store"),
+        Backend::Sqlite => db.store.clone(),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let config = WorkerConfig { concurrency: 4, poll: Duration::from_secs(30), ..WorkerConfig::default() };
+    let pool = tokio::spawn(leadscore_worker::run(worker_store, config, stopped));
+    tokio::time::sleep(Duration::from_millis(500)).await; // the pool is idle, listening
+    let (offer, upload) = seed(&db.store, 3).await;
+    let started = Instant::now();
+    let run = db.store.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    wait_completed(&db.store, &run.id, Duration::from_secs(10)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken, not polled (poll is 30 s): {:?}",
+        started.elapsed()
+    );
+    stop.send(true).expect("stop");
+    pool.await.expect("pool");
 }
