@@ -30,6 +30,8 @@ create table jobs (
 -- Claimable rows only: the index stays small however many jobs have finished.
 create index jobs_claimable on jobs (run_id, run_at) where status in ('queued', 'retrying');
 create index jobs_leased on jobs (lease_expires_at) where status = 'running';
+-- Whether a run still has open jobs is asked after every completion batch: one index probe.
+create index jobs_open on jobs (run_id) where status in ('queued', 'running', 'retrying');
 
 create table results (
     run_id text collate "C" not null,

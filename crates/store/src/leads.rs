@@ -110,6 +110,23 @@ impl Store {
         })
     }
 
+    /// The leads with these ids (those that exist in the workspace), in any order: one query for a batch.
+    pub async fn leads_by_ids(&self, workspace: &str, ids: &[String]) -> Result<Vec<LeadRecord>> {
+        let ids_subquery = match self.backend() {
+            crate::Backend::Postgres => "select jsonb_array_elements_text($2)",
+            crate::Backend::Sqlite => "select value from json_each($2)",
+        };
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select {LEAD_COLUMNS} from leads where workspace_id = $1 and id in ({ids_subquery})")))
+                .bind(workspace)
+                .bind(sqlx::types::Json(ids))
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(from_row).collect()
+        })
+    }
+
     /// Deletes a lead; false when it does not exist in this workspace.
     pub async fn delete_lead(&self, workspace: &str, id: &str) -> Result<bool> {
         let done = on_pool!(self, pool => sqlx::query("delete from leads where id = $1 and workspace_id = $2")

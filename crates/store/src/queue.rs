@@ -266,22 +266,14 @@ impl Store {
         Ok(n)
     }
 
-    /// What a worker needs to score one job: the run's workspace and offer snapshot, and the lead.
-    pub async fn job_inputs(
-        &self,
-        run_id: &str,
-        lead_id: &str,
-    ) -> Result<Option<(String, leadscore_core::Offer, leadscore_core::Lead)>> {
-        let Some((workspace, offer)) = on_pool!(self, pool => sqlx::query_as::<_, (String, Json<leadscore_core::Offer>)>(
+    /// A run's workspace and offer snapshot (what a worker needs besides the leads).
+    pub async fn run_snapshot(&self, run_id: &str) -> Result<Option<(String, leadscore_core::Offer)>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, (String, Json<leadscore_core::Offer>)>(
             "select workspace_id, offer_snapshot from runs where id = $1")
             .bind(run_id)
             .fetch_optional(pool)
-            .await?)
-        else {
-            return Ok(None);
-        };
-        let lead = self.get_lead(&workspace, lead_id).await?;
-        Ok(lead.map(|l| (workspace, offer.0, l.lead)))
+            .await?);
+        Ok(row.map(|(ws, offer)| (ws, offer.0)))
     }
 }
 

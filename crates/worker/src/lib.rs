@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leadscore_core::prompt::injection_suspected;
-use leadscore_core::{AiOutcome, Flag, Rules, Scoring};
+use leadscore_core::{AiOutcome, Flag, Lead, Rules, Scoring};
 use leadscore_store::{ClaimedJob, Completion, NewResult, Store};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
@@ -51,7 +51,7 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
     let writer = tokio::spawn(write_completions(store.clone(), config.id.clone(), done_rx));
     let upkeep = tokio::spawn(maintain(store.clone(), config.clone(), shutdown.clone()));
     let listener = tokio::spawn(listen(store.clone()));
-    let rules: RulesCache = Arc::default();
+    let contexts: RunCache = Arc::default();
     tracing::info!(worker = %config.id, concurrency = config.concurrency, "worker pool started");
     let mut backoff = config.poll;
     while !*shutdown.borrow() {
@@ -81,14 +81,17 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
             }
             continue;
         }
-        for job in jobs {
+        for (job, input) in load_inputs(&store, &contexts, jobs).await {
             let Ok(permit) = slots.clone().acquire_owned().await else { break };
-            let (store, done, rules) = (store.clone(), done_tx.clone(), rules.clone());
+            let done = done_tx.clone();
             let span =
                 tracing::info_span!("job", run = %job.run_id, lead = %job.lead_id, attempt = job.attempts);
             tokio::spawn(
                 async move {
-                    let completion = process(&store, &rules, job).await;
+                    let completion = match input {
+                        Ok((ctx, lead)) => score(job, &ctx, &lead),
+                        Err(completion) => completion,
+                    };
                     let _ = done.send(completion).await;
                     drop(permit);
                 }
@@ -108,35 +111,86 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
     tracing::info!(worker = %config.id, "worker pool stopped");
 }
 
-type RulesCache = Arc<Mutex<HashMap<String, Arc<Rules>>>>;
+/// What every job of a run shares: its workspace and the rule layer prepared for its offer snapshot.
+struct RunContext {
+    workspace: String,
+    rules: Rules,
+}
 
-/// Scores one job. Never panics the pool: every failure becomes a completion.
-async fn process(store: &Store, rules: &RulesCache, job: ClaimedJob) -> Completion {
-    let inputs = match store.job_inputs(&job.run_id, &job.lead_id).await {
-        Ok(Some(inputs)) => inputs,
-        Ok(None) => {
-            return Completion::Failed {
-                job,
-                error: "the lead or its run no longer exists".into(),
-                retry_in: None,
-            };
+type RunCache = Arc<Mutex<HashMap<String, Arc<RunContext>>>>;
+type JobInput = Result<(Arc<RunContext>, Lead), Completion>;
+
+/// Loads what the claimed jobs need with one query per run (not per job): the run context (cached) and the
+/// leads. A job whose inputs cannot be had becomes a completion right away.
+async fn load_inputs(store: &Store, cache: &RunCache, jobs: Vec<ClaimedJob>) -> Vec<(ClaimedJob, JobInput)> {
+    let mut by_run: HashMap<String, Vec<ClaimedJob>> = HashMap::new();
+    for job in jobs {
+        by_run.entry(job.run_id.clone()).or_default().push(job);
+    }
+    let mut out = Vec::new();
+    for (run_id, jobs) in by_run {
+        let loaded = match run_context(store, cache, &run_id).await {
+            Ok(Some(ctx)) => {
+                let ids: Vec<String> = jobs.iter().map(|j| j.lead_id.clone()).collect();
+                store.leads_by_ids(&ctx.workspace, &ids).await.map(|leads| Some((ctx, leads)))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok(Some((ctx, leads))) => {
+                let mut leads: HashMap<String, Lead> = leads.into_iter().map(|l| (l.id, l.lead)).collect();
+                for job in jobs {
+                    let input = match leads.remove(&job.lead_id) {
+                        Some(lead) => Ok((ctx.clone(), lead)),
+                        None => Err(gone(&job)),
+                    };
+                    out.push((job, input));
+                }
+            }
+            Ok(None) => out.extend(jobs.into_iter().map(|job| {
+                let c = gone(&job);
+                (job, Err(c))
+            })),
+            Err(e) => out.extend(jobs.into_iter().map(|job| {
+                let c = Completion::Failed {
+                    job: job.clone(),
+                    error: e.to_string(),
+                    retry_in: Some(retry_delay(job.attempts)),
+                };
+                (job, Err(c))
+            })),
         }
-        Err(e) => {
-            return Completion::Failed {
-                retry_in: Some(retry_delay(job.attempts)),
-                job,
-                error: e.to_string(),
-            };
-        }
-    };
-    let (_, offer, lead) = inputs;
-    let run_rules = {
-        let mut cache = rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.entry(job.run_id.clone()).or_insert_with(|| Arc::new(Rules::for_offer(&offer))).clone()
-    };
-    let flags = if injection_suspected(&lead) { vec![Flag::PromptInjection] } else { vec![] };
-    // The AI layer is not wired in yet: results are rules-only and say so.
-    let scoring = Scoring::compose(run_rules.score(&lead), AiOutcome::Skipped, flags);
+    }
+    out
+}
+
+fn gone(job: &ClaimedJob) -> Completion {
+    Completion::Failed {
+        job: job.clone(),
+        error: "the lead or its run no longer exists".into(),
+        retry_in: None,
+    }
+}
+
+async fn run_context(
+    store: &Store,
+    cache: &RunCache,
+    run_id: &str,
+) -> leadscore_store::Result<Option<Arc<RunContext>>> {
+    if let Some(ctx) = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(run_id) {
+        return Ok(Some(ctx.clone()));
+    }
+    let Some((workspace, offer)) = store.run_snapshot(run_id).await? else { return Ok(None) };
+    let ctx = Arc::new(RunContext { workspace, rules: Rules::for_offer(&offer) });
+    cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(run_id.to_owned(), ctx.clone());
+    Ok(Some(ctx))
+}
+
+/// Scores one lead. The AI layer is not wired in yet: results are rules-only and say so.
+fn score(job: ClaimedJob, ctx: &RunContext, lead: &Lead) -> Completion {
+    let flags = if injection_suspected(lead) { vec![Flag::PromptInjection] } else { vec![] };
+    let scoring = Scoring::compose(ctx.rules.score(lead), AiOutcome::Skipped, flags);
     let result = NewResult {
         scoring,
         model: None,
