@@ -8,7 +8,7 @@ use leadscore_store::{ConnectOptions, Store};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(env_filter()).init();
+    tracing_subscriber::fmt().with_env_filter(env_filter()).with_writer(std::io::stderr).init();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

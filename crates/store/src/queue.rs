@@ -46,6 +46,157 @@ pub enum Completion {
     },
 }
 
+impl Completion {
+    /// The job, the status it moves to, its error and its next `run_at` (for a retry).
+    fn transition(&self, now: i64) -> (&ClaimedJob, &'static str, Option<&str>, Option<i64>) {
+        match self {
+            Completion::Succeeded { job, .. } => (job, "succeeded", None, None),
+            Completion::Failed { job, error, retry_in: Some(after) } if job.attempts < job.max_attempts => {
+                (job, "retrying", Some(error.as_str()), Some(now + after.as_millis() as i64))
+            }
+            Completion::Failed { job, error, .. } => (job, "failed", Some(error.as_str()), None),
+        }
+    }
+}
+
+/// Postgres: the whole batch in one statement. The guarded `UPDATE` runs over the batch as arrays
+/// (`unnest`), and results are inserted only for the jobs it changed.
+async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completion], now: i64) -> Result<u64> {
+    let mut runs = Vec::with_capacity(done.len());
+    let mut leads = Vec::with_capacity(done.len());
+    let mut statuses = Vec::with_capacity(done.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(done.len());
+    let mut run_ats: Vec<Option<i64>> = Vec::with_capacity(done.len());
+    let mut r = ResultArrays::default();
+    for c in done {
+        let (job, status, error, run_at) = c.transition(now);
+        runs.push(job.run_id.clone());
+        leads.push(job.lead_id.clone());
+        statuses.push(status);
+        errors.push(error.map(str::to_owned));
+        run_ats.push(run_at);
+        if let Completion::Succeeded { job, result } = c {
+            r.push(job, result)?;
+        }
+    }
+    let applied: i64 = sqlx::query_scalar(
+        "with input as ( \
+           select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
+             as u(run_id, lead_id, status, error, run_at)), \
+         updated as ( \
+           update jobs set status = input.status, last_error = coalesce(input.error, jobs.last_error), \
+             run_at = coalesce(input.run_at, jobs.run_at), lease_owner = null, lease_expires_at = null \
+           from input where jobs.run_id = input.run_id and jobs.lead_id = input.lead_id \
+             and jobs.status = 'running' and jobs.lease_owner = $6 \
+           returning jobs.run_id, jobs.lead_id), \
+         res as ( \
+           select * from unnest($7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::bigint[], \
+             $13::text[], $14::text[], $15::text[], $16::bigint[], $17::text[], $18::text[], $19::text[], \
+             $20::text[], $21::bigint[], $22::bigint[], $23::float8[], $24::bigint[]) \
+             as v(run_id, lead_id, rule_score, rule_reasons, ai_intent, ai_score, ai_reasoning, ai_status, \
+               score_basis, final_score, intent, flags, model, prompt_version, prompt_tokens, completion_tokens, \
+               cost_usd, latency_ms)), \
+         inserted as ( \
+           insert into results (run_id, lead_id, workspace_id, offer_id, version, rule_score, rule_reasons, \
+             ai_intent, ai_score, ai_reasoning, ai_status, score_basis, final_score, intent, flags, model, \
+             prompt_version, prompt_tokens, completion_tokens, cost_usd, latency_ms, created_at) \
+           select v.run_id, v.lead_id, r.workspace_id, r.offer_id, 1, v.rule_score, v.rule_reasons::jsonb, \
+             v.ai_intent, v.ai_score, v.ai_reasoning, v.ai_status, v.score_basis, v.final_score, v.intent, \
+             v.flags::jsonb, v.model, v.prompt_version, v.prompt_tokens, v.completion_tokens, v.cost_usd, \
+             v.latency_ms, now() \
+           from res v join updated u on u.run_id = v.run_id and u.lead_id = v.lead_id \
+             join runs r on r.id = v.run_id \
+           on conflict (run_id, lead_id) do update set version = results.version + 1, \
+             rule_score = excluded.rule_score, rule_reasons = excluded.rule_reasons, ai_intent = excluded.ai_intent, \
+             ai_score = excluded.ai_score, ai_reasoning = excluded.ai_reasoning, ai_status = excluded.ai_status, \
+             score_basis = excluded.score_basis, final_score = excluded.final_score, intent = excluded.intent, \
+             flags = excluded.flags, model = excluded.model, prompt_version = excluded.prompt_version, \
+             prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, \
+             cost_usd = excluded.cost_usd, latency_ms = excluded.latency_ms, created_at = excluded.created_at \
+           returning 1) \
+         select count(*) from updated",
+    )
+    .bind(&runs)
+    .bind(&leads)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&run_ats)
+    .bind(worker)
+    .bind(&r.run_id)
+    .bind(&r.lead_id)
+    .bind(&r.rule_score)
+    .bind(&r.rule_reasons)
+    .bind(&r.ai_intent)
+    .bind(&r.ai_score)
+    .bind(&r.ai_reasoning)
+    .bind(&r.ai_status)
+    .bind(&r.score_basis)
+    .bind(&r.final_score)
+    .bind(&r.intent)
+    .bind(&r.flags)
+    .bind(&r.model)
+    .bind(&r.prompt_version)
+    .bind(&r.prompt_tokens)
+    .bind(&r.completion_tokens)
+    .bind(&r.cost_usd)
+    .bind(&r.latency_ms)
+    .fetch_one(pool)
+    .await?;
+    Ok(applied as u64)
+}
+
+/// A batch of results as columns, for `unnest`.
+#[derive(Default)]
+struct ResultArrays {
+    run_id: Vec<String>,
+    lead_id: Vec<String>,
+    rule_score: Vec<i64>,
+    rule_reasons: Vec<String>,
+    ai_intent: Vec<Option<&'static str>>,
+    ai_score: Vec<Option<i64>>,
+    ai_reasoning: Vec<Option<String>>,
+    ai_status: Vec<&'static str>,
+    score_basis: Vec<&'static str>,
+    final_score: Vec<i64>,
+    intent: Vec<&'static str>,
+    flags: Vec<String>,
+    model: Vec<Option<String>>,
+    prompt_version: Vec<Option<String>>,
+    prompt_tokens: Vec<Option<i64>>,
+    completion_tokens: Vec<Option<i64>>,
+    cost_usd: Vec<Option<f64>>,
+    latency_ms: Vec<Option<i64>>,
+}
+
+impl ResultArrays {
+    fn push(&mut self, job: &ClaimedJob, result: &NewResult) -> Result<()> {
+        let s = &result.scoring;
+        self.run_id.push(job.run_id.clone());
+        self.lead_id.push(job.lead_id.clone());
+        self.rule_score.push(i64::from(s.rule.score));
+        self.rule_reasons.push(to_json(&s.rule.reasons)?);
+        self.ai_intent.push(s.ai_intent.map(|i| i.as_str()));
+        self.ai_score.push(s.ai_score.map(i64::from));
+        self.ai_reasoning.push(s.ai_reasoning.clone());
+        self.ai_status.push(s.ai_status.as_str());
+        self.score_basis.push(s.score_basis.as_str());
+        self.final_score.push(i64::from(s.final_score));
+        self.intent.push(s.intent.as_str());
+        self.flags.push(to_json(&s.flags)?);
+        self.model.push(result.model.clone());
+        self.prompt_version.push(result.prompt_version.clone());
+        self.prompt_tokens.push(result.prompt_tokens);
+        self.completion_tokens.push(result.completion_tokens);
+        self.cost_usd.push(result.cost_usd);
+        self.latency_ms.push(result.latency_ms);
+        Ok(())
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| crate::StoreError::Corrupt(e.to_string()))
+}
+
 /// Active runs considered per claim; a claim takes about `limit / runs` jobs from each, so a small run queued
 /// behind a large one is served in the very next claims.
 const FAIR_RUNS: i64 = 64;
@@ -148,17 +299,14 @@ impl Store {
     /// a job this worker no longer leases (rescued, cancelled) is ignored.
     pub async fn complete_jobs(&self, worker: &str, done: &[Completion]) -> Result<u64> {
         let now = now_millis();
+        if let Pool::Pg(pool) = &self.pool {
+            return complete_set_based(pool, worker, done, now).await;
+        }
         let mut applied = 0;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for c in done {
-                let (job, status, error, run_at) = match c {
-                    Completion::Succeeded { job, .. } => (job, "succeeded", None, None),
-                    Completion::Failed { job, error, retry_in: Some(after) } if job.attempts < job.max_attempts => {
-                        (job, "retrying", Some(error.as_str()), Some(now + after.as_millis() as i64))
-                    }
-                    Completion::Failed { job, error, .. } => (job, "failed", Some(error.as_str()), None),
-                };
+                let (job, status, error, run_at) = c.transition(now);
                 let updated = sqlx::query(
                     "update jobs set status = $1, last_error = coalesce($2, last_error), \
                        run_at = coalesce($3, run_at), lease_owner = null, lease_expires_at = null \
@@ -222,32 +370,54 @@ impl Store {
         Ok(applied)
     }
 
-    /// Extends the lease of every job `worker` holds.
+    /// Extends the lease of every job `worker` holds. On Postgres rows locked by a completion in flight are
+    /// skipped rather than waited for: lease upkeep and completions never deadlock.
     pub async fn renew_leases(&self, worker: &str, lease: Duration) -> Result<u64> {
         let expires = now_millis() + lease.as_millis() as i64;
-        let n = on_pool!(self, pool => sqlx::query(
-            "update jobs set lease_expires_at = $1 where lease_owner = $2 and status = 'running'")
-            .bind(expires)
-            .bind(worker)
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let n = match &self.pool {
+            Pool::Pg(pool) => sqlx::query(
+                "update jobs set lease_expires_at = $1 where (run_id, lead_id) in (select run_id, lead_id from jobs \
+                   where lease_owner = $2 and status = 'running' for update skip locked)")
+                .bind(expires)
+                .bind(worker)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Pool::Sqlite(pool) => sqlx::query(
+                "update jobs set lease_expires_at = $1 where lease_owner = $2 and status = 'running'")
+                .bind(expires)
+                .bind(worker)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
         Ok(n)
     }
 
     /// Returns jobs whose lease expired (their worker died) to the queue, or fails them when they have used
-    /// all their attempts. Safe to run from any worker at any time.
+    /// all their attempts. Safe to run from any worker at any time (on Postgres it skips rows being written).
     pub async fn rescue_expired(&self) -> Result<u64> {
         let now = now_millis();
-        let n = on_pool!(self, pool => sqlx::query(
-            "update jobs set status = case when attempts >= max_attempts then 'failed' else 'retrying' end, \
-               last_error = 'lease expired: the worker stopped while scoring this lead', \
-               lease_owner = null, lease_expires_at = null, run_at = $1 \
-             where status = 'running' and lease_expires_at < $1")
+        let set = "set status = case when attempts >= max_attempts then 'failed' else 'retrying' end, \
+                   last_error = 'lease expired: the worker stopped while scoring this lead', \
+                   lease_owner = null, lease_expires_at = null, run_at = $1";
+        let n = match &self.pool {
+            Pool::Pg(pool) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "update jobs {set} where (run_id, lead_id) in (select run_id, lead_id from jobs \
+                   where status = 'running' and lease_expires_at < $1 for update skip locked)"
+            )))
             .bind(now)
             .execute(pool)
             .await?
-            .rows_affected());
+            .rows_affected(),
+            Pool::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "update jobs {set} where status = 'running' and lease_expires_at < $1"
+            )))
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
         Ok(n)
     }
 

@@ -9,7 +9,7 @@ use leadscore_worker::WorkerConfig;
 async fn main() -> ExitCode {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let Ok(url) = std::env::var("DATABASE_URL") else {
         eprintln!("error: DATABASE_URL is not set (postgres://...)");
         return ExitCode::from(2);
@@ -20,6 +20,15 @@ async fn main() -> ExitCode {
             Ok(n) if n > 0 => config.concurrency = n,
             _ => {
                 eprintln!("error: LEADSCORE_CONCURRENCY must be a positive number, got {c:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Ok(l) = std::env::var("LEADSCORE_LEASE_SECS") {
+        match l.parse::<u64>() {
+            Ok(n) if n > 0 => config.lease = std::time::Duration::from_secs(n),
+            _ => {
+                eprintln!("error: LEADSCORE_LEASE_SECS must be a positive number of seconds, got {l:?}");
                 return ExitCode::from(2);
             }
         }
