@@ -39,6 +39,22 @@ enum Tx {
     Sqlite(Transaction<'static, Sqlite>),
 }
 
+/// Runs `$body` with `$tx` bound to the backend's transaction: one source, compiled once per backend.
+macro_rules! on_tx {
+    ($value:expr, mut $tx:ident => $body:expr) => {
+        match $value {
+            Tx::Pg(mut $tx) => $body,
+            Tx::Sqlite(mut $tx) => $body,
+        }
+    };
+    ($value:expr, $tx:ident => $body:expr) => {
+        match $value {
+            Tx::Pg($tx) => $body,
+            Tx::Sqlite($tx) => $body,
+        }
+    };
+}
+
 /// Writes one upload inside a transaction. Dropping it without [`commit`](Self::commit) rolls everything
 /// back: that is what happens when the client goes away mid-upload.
 pub struct UploadWriter {
@@ -237,18 +253,9 @@ impl UploadWriter {
                 chunk.len(),
                 style,
             );
-            match &mut self.tx {
-                Tx::Pg(tx) => {
-                    bind_errors(sqlx::query(sqlx::AssertSqlSafe(sql)), &self.id, chunk)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                Tx::Sqlite(tx) => {
-                    bind_errors(sqlx::query(sqlx::AssertSqlSafe(sql)), &self.id, chunk)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-            }
+            on_tx!(&mut self.tx, tx => {
+                bind_errors(sqlx::query(sqlx::AssertSqlSafe(sql)), &self.id, chunk).execute(&mut **tx).await?;
+            });
         }
         self.accepted += leads.len() as i64;
         self.rejected += rejects.len() as i64;
@@ -267,34 +274,19 @@ impl UploadWriter {
                    min_lead_id = $5, max_lead_id = $6 where id = $7";
         let (min_id, max_id) = self.id_range.clone().unzip();
         let total = self.accepted + self.rejected;
-        match self.tx {
-            Tx::Pg(mut tx) => {
-                sqlx::query(sql)
-                    .bind(total)
-                    .bind(self.accepted)
-                    .bind(self.rejected)
-                    .bind(Json(extra_columns))
-                    .bind(&min_id)
-                    .bind(&max_id)
-                    .bind(&self.id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-            }
-            Tx::Sqlite(mut tx) => {
-                sqlx::query(sql)
-                    .bind(total)
-                    .bind(self.accepted)
-                    .bind(self.rejected)
-                    .bind(Json(extra_columns))
-                    .bind(&min_id)
-                    .bind(&max_id)
-                    .bind(&self.id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-            }
-        }
+        on_tx!(self.tx, mut tx => {
+            sqlx::query(sql)
+                .bind(total)
+                .bind(self.accepted)
+                .bind(self.rejected)
+                .bind(Json(extra_columns))
+                .bind(&min_id)
+                .bind(&max_id)
+                .bind(&self.id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(UploadRecord {
             id: self.id,
             filename: self.filename,
