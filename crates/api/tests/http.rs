@@ -767,6 +767,30 @@ async fn runs_over_http(backend: Backend) {
     let (_, runs) = s.get("/v1/runs").await;
     assert_eq!(runs["items"].as_array().map(Vec::len), Some(1));
 
+    // Idempotency-Key: the same request again is the same run; another body with the key is refused.
+    let (_, up2) = s.upload_json(format!("{HEADER}Zed,CTO,Acme,B2B SaaS,Oslo,bio\n")).await;
+    let body = json!({"offer_id": offer_id, "upload_id": up2["upload_id"]});
+    let send = |body: Value| {
+        s.http
+            .post(s.url("/v1/leads/score"))
+            .header("idempotency-key", "k-1")
+            .header("prefer", "wait=10")
+            .json(&body)
+            .send()
+    };
+    let r = send(body.clone()).await.expect("post");
+    assert_eq!(r.status(), StatusCode::OK, "Prefer: wait answers the finished run");
+    assert_eq!(r.headers()["preference-applied"], "wait=10");
+    let first: Value = r.json().await.expect("json");
+    assert_eq!(first["results"][0]["name"], "Zed");
+    let again: Value = send(body).await.expect("post").json().await.expect("json");
+    assert_eq!(again["run"]["id"], first["run"]["id"], "same key, same run");
+    let (status, _) =
+        status_json(send(json!({"offer_id": offer_id, "all_unscored": true})).await.expect("post")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, runs) = s.get("/v1/runs").await;
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(2));
+
     // Retry re-queues the rules_only results; the new results replace the old ones with version 2.
     let (status, retried) = s.post_json(&format!("{location}/retry"), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{retried}");

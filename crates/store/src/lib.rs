@@ -29,7 +29,7 @@ pub use offers::OfferRecord;
 pub use queue::{ClaimedJob, Completion, JobRecord, NewResult};
 pub use results::{ResultFilter, ResultRecord};
 pub use runs::{
-    Control, ControlOutcome, DEFAULT_MAX_ATTEMPTS, JobCounts, ResultCounts, RunRecord, Selection,
+    Control, ControlOutcome, DEFAULT_MAX_ATTEMPTS, Idempotent, JobCounts, ResultCounts, RunRecord, Selection,
 };
 pub use sqlx;
 pub use uploads::{UploadError, UploadRecord, UploadWriter};
@@ -235,10 +235,12 @@ type Migrations = &'static [(i64, &'static str, &'static str)];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, "runs", include_str!("../../../migrations/postgres/0002_runs.sql")),
+    (3, "idempotency", include_str!("../../../migrations/postgres/0003_idempotency.sql")),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, "runs", include_str!("../../../migrations/sqlite/0002_runs.sql")),
+    (3, "idempotency", include_str!("../../../migrations/sqlite/0003_idempotency.sql")),
 ];
 
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {

@@ -352,3 +352,66 @@ impl Store {
         Ok(())
     }
 }
+
+/// What an `Idempotency-Key` already stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotent {
+    /// Not seen (or older than 24 h): go ahead, then [`Store::remember_idempotency_key`].
+    New,
+    /// Seen with the same body: this run.
+    Replay(String),
+    /// Seen with a different body.
+    Mismatch,
+}
+
+const IDEMPOTENCY_TTL: time::Duration = time::Duration::hours(24);
+
+impl Store {
+    pub async fn check_idempotency_key(
+        &self,
+        workspace: &str,
+        route: &str,
+        key: &str,
+        body_hash: &str,
+    ) -> Result<Idempotent> {
+        let row: Option<(String, String, OffsetDateTime)> = on_pool!(self, pool => sqlx::query_as(
+            "select body_hash, run_id, created_at from idempotency_keys where workspace_id = $1 and route = $2 and key = $3")
+            .bind(workspace)
+            .bind(route)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?);
+        Ok(match row {
+            Some((_, _, created)) if now() - created > IDEMPOTENCY_TTL => Idempotent::New,
+            Some((hash, run, _)) if hash == body_hash => Idempotent::Replay(run),
+            Some(_) => Idempotent::Mismatch,
+            None => Idempotent::New,
+        })
+    }
+
+    /// Records the run a key created (replacing an expired entry).
+    pub async fn remember_idempotency_key(
+        &self,
+        workspace: &str,
+        route: &str,
+        key: &str,
+        body_hash: &str,
+        run_id: &str,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "insert into idempotency_keys (workspace_id, route, key, body_hash, run_id, created_at) \
+                 values ($1, $2, $3, $4, $5, $6) on conflict (workspace_id, route, key) do update \
+                 set body_hash = excluded.body_hash, run_id = excluded.run_id, created_at = excluded.created_at")
+                .bind(workspace)
+                .bind(route)
+                .bind(key)
+                .bind(body_hash)
+                .bind(run_id)
+                .bind(now())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}

@@ -18,7 +18,7 @@ use crate::extract::{ApiJson, ApiQuery, PageParams, Workspace};
 use crate::problem::{ApiError, Problem};
 
 /// What to score.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"offer_id": "019abc12-3456-7def-8901-23456789abcd", "upload_id": "019abc12-0000-7def-8901-23456789abcd"}))]
 pub struct ScoreRequest {
@@ -179,27 +179,109 @@ pub async fn create_run(
     }
 }
 
+/// A finished run with its results, answered when `Prefer: wait=N` was honoured.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunWithResults {
+    pub run: RunResponse,
+    /// The first 1,000 results; page the rest at `/v1/runs/{id}/results`.
+    pub results: Vec<ResultResponse>,
+}
+
+/// Longest `Prefer: wait` honoured, in seconds.
+const MAX_WAIT_SECS: u64 = 60;
+
+/// `wait=N` of an RFC 7240 `Prefer` header, capped.
+fn prefer_wait(headers: &HeaderMap) -> Option<u64> {
+    let prefer =
+        headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    prefer
+        .split([',', ';'])
+        .find_map(|p| p.trim().strip_prefix("wait=")?.trim().parse::<u64>().ok())
+        .map(|n| n.min(MAX_WAIT_SECS))
+}
+
 #[utoipa::path(post, path = "/v1/leads/score", tag = "runs", request_body = ScoreRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key (per workspace, kept 24 h) returns the same run instead of a new one; the same key with another body is a 422"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): wait up to N seconds (at most 60) and answer 200 with the results if the run finished"),
+    ),
     responses(
         (status = 202, description = "The run and all its jobs exist; poll `Location`", body = RunResponse,
             headers(("Location" = String, description = "URL of the run"))),
+        (status = 200, description = "`Prefer: wait` honoured: the finished run and its first 1,000 results", body = RunWithResults),
         (status = 404, description = "No such offer", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad selection, or no lead to score", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad selection, no lead to score, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn score_leads(
     State(state): State<AppState>,
     Workspace(ws): Workspace,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ScoreRequest>,
 ) -> Result<Response, ApiError> {
+    const ROUTE: &str = "POST /v1/leads/score";
     let selection = body.selection()?;
-    let run = create_run(&state, &ws, &body.offer_id, &selection, body.max_cost_usd).await?;
-    let location = format!("/v1/runs/{}", run.id);
-    let run = load_run(&state, &ws, &run.id).await?;
-    let mut response = (StatusCode::ACCEPTED, axum::Json(run)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
+    let key = headers.get("idempotency-key").map(|k| k.to_str().unwrap_or("").trim().to_owned());
+    if key.as_deref().is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return Err(ApiError::invalid_param("Idempotency-Key", "must be 1 to 255 visible ASCII characters"));
     }
+    let body_hash =
+        format!("{:016x}", fnv1a(&serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?));
+    let replayed = match &key {
+        None => None,
+        Some(k) => match state.store.check_idempotency_key(&ws, ROUTE, k, &body_hash).await? {
+            leadscore_store::Idempotent::Replay(run_id) => Some(run_id),
+            leadscore_store::Idempotent::Mismatch => {
+                return Err(ApiError::invalid_param(
+                    "Idempotency-Key",
+                    "was already used with a different request body",
+                ));
+            }
+            leadscore_store::Idempotent::New => None,
+        },
+    };
+    let run_id = match replayed {
+        Some(run_id) => run_id,
+        None => {
+            let run = create_run(&state, &ws, &body.offer_id, &selection, body.max_cost_usd).await?;
+            if let Some(k) = &key {
+                state.store.remember_idempotency_key(&ws, ROUTE, k, &body_hash, &run.id).await?;
+            }
+            run.id
+        }
+    };
+    let location = format!("/v1/runs/{run_id}");
+    if let Some(wait) = prefer_wait(&headers) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+        while tokio::time::Instant::now() < deadline {
+            let run = load_run(&state, &ws, &run_id).await?;
+            if run.finished_at.is_some() {
+                let page = Page { limit: Page::MAX_LIMIT, after: None };
+                let results =
+                    state.store.list_run_results(&ws, &run_id, &ResultFilter::default(), &page).await?;
+                let body =
+                    RunWithResults { run, results: results.items.into_iter().map(Into::into).collect() };
+                let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+                set_header(&mut response, header::LOCATION, &location);
+                set_header(
+                    &mut response,
+                    header::HeaderName::from_static("preference-applied"),
+                    &format!("wait={wait}"),
+                );
+                return Ok(response);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+    let run = load_run(&state, &ws, &run_id).await?;
+    let mut response = (StatusCode::ACCEPTED, axum::Json(run)).into_response();
+    set_header(&mut response, header::LOCATION, &location);
     Ok(response)
+}
+
+fn set_header(response: &mut Response, name: header::HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, v);
+    }
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "Run id")),
