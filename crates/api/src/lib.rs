@@ -88,6 +88,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::list_runs))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::list_jobs))
+        .routes(routes!(runs::run_events))
         .routes(routes!(runs::cancel_run))
         .routes(routes!(runs::pause_run))
         .routes(routes!(runs::resume_run))
@@ -129,5 +130,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "listening");
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    // Progress of runs worked by other processes reaches event streams through Postgres notifications.
+    let store = state.store.clone();
+    let notifications = tokio::spawn(async move {
+        loop {
+            if let Err(e) = store.listen().await {
+                tracing::debug!(error = %e, "run notifications interrupted; reconnecting");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+    let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    notifications.abort();
+    served
 }

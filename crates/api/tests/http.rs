@@ -614,6 +614,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/runs"),
     ("get", "/v1/runs/{id}"),
     ("get", "/v1/runs/{id}/jobs"),
+    ("get", "/v1/runs/{id}/events"),
     ("post", "/v1/runs/{id}/cancel"),
     ("post", "/v1/runs/{id}/pause"),
     ("post", "/v1/runs/{id}/resume"),
@@ -720,6 +721,27 @@ async fn runs_over_http(backend: Backend) {
     let location = r.headers()["location"].to_str().expect("ascii").to_owned();
     let created: Value = r.json().await.expect("json");
     assert_eq!(created["job_counts"]["total"], 3);
+    // The events stream carries status events and ends with the finished run.
+    let events = tokio::time::timeout(
+        Duration::from_secs(20),
+        s.http.get(s.url(&format!("{location}/events"))).send(),
+    )
+    .await
+    .expect("events answer")
+    .expect("events");
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let text = tokio::time::timeout(Duration::from_secs(20), events.text())
+        .await
+        .expect("the stream ends")
+        .expect("body");
+    let last = text.lines().rev().find_map(|l| l.strip_prefix("data: ")).expect("a data line");
+    let last: Value = serde_json::from_str(last).expect("json event");
+    assert_eq!(
+        (&last["status"], &last["job_counts"]["succeeded"]),
+        (&json!("completed"), &json!(3)),
+        "{text}"
+    );
+    assert!(text.contains("event: status"), "{text}");
     let run = wait_run(&s, &location).await;
     let counts = &run["job_counts"];
     assert_eq!((counts["total"].as_i64(), counts["succeeded"].as_i64()), (Some(3), Some(3)));

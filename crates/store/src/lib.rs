@@ -125,6 +125,9 @@ pub struct Store {
     /// Wakes this process's idle worker pools when jobs are enqueued here (or, on Postgres, announced by
     /// another process through `LISTEN leadscore_jobs`).
     pub(crate) jobs_enqueued: std::sync::Arc<tokio::sync::Notify>,
+    /// Ids of runs whose counts or status changed (written here, or on Postgres announced by another process
+    /// through `LISTEN leadscore_progress`): what feeds `GET /v1/runs/{id}/events`.
+    pub(crate) progress: tokio::sync::broadcast::Sender<String>,
 }
 
 /// How to open the database.
@@ -171,7 +174,11 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        Ok(Store { pool, jobs_enqueued: Default::default() })
+        Ok(Store {
+            pool,
+            jobs_enqueued: Default::default(),
+            progress: tokio::sync::broadcast::channel(1024).0,
+        })
     }
 
     /// [`connect_lazy`](Self::connect_lazy), then waits until the database answers and applies migrations.
@@ -187,18 +194,49 @@ impl Store {
         self.jobs_enqueued.notified().await;
     }
 
-    /// Forwards Postgres `NOTIFY leadscore_jobs` (sent by whichever process enqueued) to
-    /// [`jobs_enqueued`](Self::jobs_enqueued) until the connection fails; the caller reconnects. A no-op
-    /// that never returns on SQLite, where every enqueue happens in this process.
-    pub async fn listen_for_jobs(&self) -> Result<()> {
+    /// Run ids whose progress changed, as they happen (lagging receivers skip ahead).
+    pub fn subscribe_progress(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.progress.subscribe()
+    }
+
+    /// Forwards Postgres notifications from other processes (`leadscore_jobs`: jobs enqueued;
+    /// `leadscore_progress`: a run changed) to [`jobs_enqueued`](Self::jobs_enqueued) and
+    /// [`subscribe_progress`](Self::subscribe_progress) until the connection fails; the caller reconnects. Never
+    /// returns on SQLite, where everything happens in this process.
+    pub async fn listen(&self) -> Result<()> {
         let Pool::Pg(pool) = &self.pool else {
             return std::future::pending().await;
         };
         let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-        listener.listen("leadscore_jobs").await?;
+        listener.listen_all(["leadscore_jobs", "leadscore_progress"]).await?;
         loop {
-            listener.recv().await?;
-            self.jobs_enqueued.notify_one();
+            let n = listener.recv().await?;
+            if n.channel() == "leadscore_jobs" {
+                self.jobs_enqueued.notify_one();
+            } else {
+                let _ = self.progress.send(n.payload().to_owned());
+            }
+        }
+    }
+
+    /// Announces that these runs changed: to this process's subscribers, and through one `NOTIFY` per run on
+    /// Postgres. Best effort: pollers see the change anyway.
+    pub(crate) async fn announce_progress(&self, runs: &[&str]) {
+        for run in runs {
+            let _ = self.progress.send((*run).to_owned());
+        }
+        if let Pool::Pg(pool) = &self.pool
+            && !runs.is_empty()
+        {
+            let runs: Vec<&str> = runs.to_vec();
+            if let Err(e) =
+                sqlx::query("select pg_notify('leadscore_progress', r) from unnest($1::text[]) as r")
+                    .bind(&runs)
+                    .execute(pool)
+                    .await
+            {
+                tracing::debug!(error = %e, "progress NOTIFY failed");
+            }
         }
     }
 

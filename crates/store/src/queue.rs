@@ -299,8 +299,13 @@ impl Store {
     /// a job this worker no longer leases (rescued, cancelled) is ignored.
     pub async fn complete_jobs(&self, worker: &str, done: &[Completion]) -> Result<u64> {
         let now = now_millis();
+        let mut runs: Vec<&str> = done.iter().map(|c| c.transition(now).0.run_id.as_str()).collect();
+        runs.sort_unstable();
+        runs.dedup();
         if let Pool::Pg(pool) = &self.pool {
-            return complete_set_based(pool, worker, done, now).await;
+            let applied = complete_set_based(pool, worker, done, now).await?;
+            self.announce_progress(&runs).await;
+            return Ok(applied);
         }
         let mut applied = 0;
         on_pool!(self, pool => {
@@ -367,6 +372,7 @@ impl Store {
             }
             tx.commit().await?;
         });
+        self.announce_progress(&runs).await;
         Ok(applied)
     }
 
@@ -424,16 +430,18 @@ impl Store {
     /// Marks runs whose jobs are all finished as completed, and cancelling runs whose last job finished as
     /// cancelled.
     pub async fn finish_idle_runs(&self) -> Result<u64> {
-        let n = on_pool!(self, pool => sqlx::query(
+        let finished: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(
             "update runs set status = case when status = 'cancelling' then 'cancelled' else 'completed' end, \
                finished_at = $1 \
              where status in ('queued', 'running', 'cancelling') and not exists (select 1 from jobs \
-               where jobs.run_id = runs.id and jobs.status in ('queued', 'running', 'retrying'))")
+               where jobs.run_id = runs.id and jobs.status in ('queued', 'running', 'retrying')) \
+             returning id")
             .bind(crate::now())
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(n)
+            .fetch_all(pool)
+            .await?);
+        let ids: Vec<&str> = finished.iter().map(String::as_str).collect();
+        self.announce_progress(&ids).await;
+        Ok(finished.len() as u64)
     }
 
     /// A run's workspace and offer snapshot (what a worker needs besides the leads).

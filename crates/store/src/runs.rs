@@ -342,6 +342,7 @@ impl Store {
             self.notify_jobs().await;
         }
         self.finish_idle_runs().await?;
+        self.announce_progress(&[run_id]).await;
         Ok(Some(ControlOutcome::Applied(moved)))
     }
 

@@ -244,7 +244,7 @@ async fn write_completions(store: Store, worker: String, mut rx: mpsc::Receiver<
 /// Keeps a `LISTEN` connection open (Postgres), reconnecting after failures; polling covers the gaps.
 async fn listen(store: Store) {
     loop {
-        if let Err(e) = store.listen_for_jobs().await {
+        if let Err(e) = store.listen().await {
             tracing::debug!(error = %e, "job notifications interrupted; reconnecting");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

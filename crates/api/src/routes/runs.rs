@@ -693,3 +693,72 @@ pub async fn retry_run(
 ) -> Result<axum::Json<RunResponse>, ApiError> {
     control(&state, &ws, &id, leadscore_store::Control::Retry).await
 }
+
+/// How often an events stream re-reads the run when no notification arrives (a lost NOTIFY costs this much).
+const EVENTS_FALLBACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `status` events carrying the run (as `GET /v1/runs/{id}`) \
+            whenever it changes, the last one when it finishes; then the stream ends", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn run_events(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let first = load_run(&state, &ws, &id).await?;
+    let changes = state.store.subscribe_progress();
+    let stream = futures_util::stream::unfold(
+        (Some(first), changes, None::<Vec<u8>>, false),
+        move |(pending, mut changes, last, done)| {
+            let (state, ws, id) = (state.clone(), ws.clone(), id.clone());
+            async move {
+                if done {
+                    return None;
+                }
+                let mut next = pending;
+                while next.is_none() {
+                    // Wait for a change of this run (or the fallback tick), then re-read it.
+                    let woke = tokio::time::timeout(EVENTS_FALLBACK, async {
+                        loop {
+                            match changes.recv().await {
+                                Ok(run) if run == id => return,
+                                Ok(_) => {}
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                    std::future::pending().await
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                    let _ = woke;
+                    match load_run(&state, &ws, &id).await {
+                        Ok(run) => {
+                            let body = serde_json::to_vec(&run).unwrap_or_default();
+                            if last.as_ref() != Some(&body) {
+                                next = Some(run);
+                            }
+                        }
+                        Err(e) => {
+                            let event = Event::default().event("error").data(e.to_string());
+                            return Some((
+                                Ok::<_, std::convert::Infallible>(event),
+                                (None, changes, last, true),
+                            ));
+                        }
+                    }
+                }
+                let run = next?;
+                let body = serde_json::to_vec(&run).unwrap_or_default();
+                let finished = run.finished_at.is_some();
+                let event = Event::default().event("status").data(String::from_utf8_lossy(&body));
+                Some((Ok(event), (None, changes, Some(body), finished)))
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
