@@ -95,6 +95,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::retry_run))
         .routes(routes!(runs::list_results))
         .routes(routes!(runs::export_results))
+        .routes(routes!(runs::list_current))
+        .routes(routes!(runs::export_current))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(compat::create_offer, compat::list_offers))

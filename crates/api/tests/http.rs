@@ -621,6 +621,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/runs/{id}/retry"),
     ("get", "/v1/runs/{id}/results"),
     ("get", "/v1/runs/{id}/results.csv"),
+    ("get", "/v1/results"),
+    ("get", "/v1/results.csv"),
     ("post", "/api/leads/score/"),
     ("get", "/api/leads/results/"),
     ("get", "/api/leads/export_csv/"),
@@ -820,6 +822,30 @@ async fn runs_over_http(backend: Backend) {
     assert_eq!(run["job_counts"]["succeeded"], 3);
     let (_, results) = s.get(&format!("{location}/results")).await;
     assert!(results["items"].as_array().expect("items").iter().all(|r| r["version"] == 2), "{results}");
+    // /v1/results: the current result per lead (the retry's version 2), across runs.
+    let (_, current) = s.get(&format!("/v1/results?offer_id={offer_id}&limit=2")).await;
+    assert_eq!(current["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(current["items"][0]["version"], 2);
+    let (_, rest) = s
+        .get(&format!(
+            "/v1/results?offer_id={offer_id}&limit=2&cursor={}",
+            current["next_cursor"].as_str().expect("more")
+        ))
+        .await;
+    assert_eq!(rest["items"].as_array().map(Vec::len), Some(2), "3 leads of the first upload + Zed");
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let csv = s
+        .http
+        .get(s.url("/v1/results.csv?min_score=70"))
+        .send()
+        .await
+        .expect("csv")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(csv.lines().count(), 4, "header + John, Jane and Zed: {csv}");
+    let (status, p) = s.get("/v1/results?cursor=garbage").await;
+    assert_eq!((status, &p["errors"][0]["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("cursor")));
     let (status, p) = s.post_json(&format!("{location}/pause"), json!({})).await;
     assert_eq!(
         (status, &p["status"]),

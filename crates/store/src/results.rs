@@ -142,3 +142,46 @@ impl Store {
         Ok(n)
     }
 }
+
+impl Store {
+    /// The current result per (lead, offer) of a workspace, optionally of one offer, filtered, in (lead, offer)
+    /// order. The cursor is `lead_id~offer_id` of the last item.
+    pub async fn list_current_results(
+        &self,
+        workspace: &str,
+        offer_id: Option<&str>,
+        filter: &ResultFilter,
+        page: &Page,
+    ) -> Result<Paged<ResultRecord>> {
+        let (after_lead, after_offer) = match page.after.as_deref() {
+            None => (String::new(), String::new()),
+            Some(c) => {
+                let (l, o) =
+                    c.split_once('~').ok_or_else(|| StoreError::Corrupt(format!("bad cursor {c:?}")))?;
+                (l.to_owned(), o.to_owned())
+            }
+        };
+        let rows = on_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select {COLUMNS} from results r join leads l on l.workspace_id = r.workspace_id and l.id = r.lead_id \
+                 where r.workspace_id = $1 and ($2 is null or r.offer_id = $2) \
+                   and r.run_id = (select max(r2.run_id) from results r2 where r2.workspace_id = r.workspace_id \
+                     and r2.offer_id = r.offer_id and r2.lead_id = r.lead_id) \
+                   and (r.lead_id > $3 or (r.lead_id = $3 and r.offer_id > $4)) \
+                   and ($5 is null or r.intent = $5) and r.final_score >= $6 and ($7 is null or r.score_basis = $7) \
+                 order by r.lead_id, r.offer_id limit $8")))
+                .bind(workspace)
+                .bind(offer_id)
+                .bind(&after_lead)
+                .bind(&after_offer)
+                .bind(filter.intent.map(|i| i.as_str()))
+                .bind(i64::from(filter.min_score.unwrap_or(0)))
+                .bind(filter.score_basis.map(|b| b.as_str()))
+                .bind(page.fetch_limit())
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(result_from_row).collect::<Result<Vec<_>>>()?
+        });
+        Ok(page.finish(rows, |r| format!("{}~{}", r.lead.id, r.offer_id)))
+    }
+}

@@ -555,16 +555,53 @@ pub async fn export_results(
 ) -> Result<Response, ApiError> {
     let filter = q.filter()?;
     state.store.get_run(&ws, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
-    let first = state.store.list_run_results(&ws, &id, &filter, &Page { limit: 1, after: None }).await?;
-    // The extra columns of the upload the run's leads came from (a run over one upload, the common case).
+    export(state, ws, Source::Run(id.clone()), filter, format!("leadscore-{id}")).await
+}
+
+/// Pages through the results, one CSV chunk per page: memory stays flat however large the run.
+/// Which results an export or listing reads.
+#[derive(Debug, Clone)]
+enum Source {
+    Run(String),
+    /// The current result per (lead, offer), optionally of one offer.
+    Current(Option<String>),
+}
+
+impl Source {
+    async fn page(
+        &self,
+        state: &AppState,
+        ws: &str,
+        filter: &ResultFilter,
+        page: &Page,
+    ) -> leadscore_store::Result<leadscore_store::Paged<ResultRecord>> {
+        match self {
+            Source::Run(run_id) => state.store.list_run_results(ws, run_id, filter, page).await,
+            Source::Current(offer) => {
+                state.store.list_current_results(ws, offer.as_deref(), filter, page).await
+            }
+        }
+    }
+}
+
+/// Streams a results CSV: the header, then one chunk per page of results.
+async fn export(
+    state: AppState,
+    ws: String,
+    source: Source,
+    filter: ResultFilter,
+    name: String,
+) -> Result<Response, ApiError> {
+    let first = source.page(&state, &ws, &filter, &Page { limit: 1, after: None }).await?;
+    // The extra columns of the upload the leads came from (a run over one upload, the common case).
     let extra = match first.items.first() {
         Some(r) => {
             state.store.get_upload(&ws, &r.lead.upload_id).await?.map(|u| u.extra_columns).unwrap_or_default()
         }
         None => Vec::new(),
     };
-    let stream = export_stream(state, ws, id.clone(), filter, extra);
-    let disposition = format!("attachment; filename=\"leadscore-{id}.csv\"");
+    let stream = export_stream(state, ws, source, filter, extra);
+    let disposition = format!("attachment; filename=\"{name}.csv\"");
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
@@ -575,23 +612,19 @@ pub async fn export_results(
         .into_response())
 }
 
-/// Pages through the results, one CSV chunk per page: memory stays flat however large the run.
 fn export_stream(
     state: AppState,
     ws: String,
-    run_id: String,
+    source: Source,
     filter: ResultFilter,
     extra: Vec<String>,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
     futures_util::stream::unfold(Some((None::<String>, true)), move |cursor| {
-        let (state, ws, run_id, filter, extra) =
-            (state.clone(), ws.clone(), run_id.clone(), filter.clone(), extra.clone());
+        let (state, ws, source, filter, extra) =
+            (state.clone(), ws.clone(), source.clone(), filter.clone(), extra.clone());
         async move {
             let (after, first) = cursor?;
-            let page = state
-                .store
-                .list_run_results(&ws, &run_id, &filter, &Page { limit: EXPORT_PAGE, after })
-                .await;
+            let page = source.page(&state, &ws, &filter, &Page { limit: EXPORT_PAGE, after }).await;
             let page = match page {
                 Ok(p) => p,
                 Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
@@ -761,4 +794,67 @@ pub async fn run_events(
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CurrentQuery {
+    /// Only results for this offer.
+    offer_id: Option<String>,
+    /// High, Medium or Low.
+    intent: Option<String>,
+    /// Only results scoring at least this (0-100).
+    min_score: Option<String>,
+    /// hybrid or rules_only.
+    score_basis: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl CurrentQuery {
+    fn split(self) -> (Option<String>, ResultQuery) {
+        let q = ResultQuery {
+            intent: self.intent,
+            min_score: self.min_score,
+            score_basis: self.score_basis,
+            limit: self.limit,
+            cursor: self.cursor,
+        };
+        (self.offer_id, q)
+    }
+}
+
+#[utoipa::path(get, path = "/v1/results", tag = "runs", params(CurrentQuery),
+    responses(
+        (status = 200, description = "The current result per (lead, offer): the one from the most recently created run", body = ResultPage),
+        (status = 422, description = "Bad filter or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_current(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    ApiQuery(q): ApiQuery<CurrentQuery>,
+) -> Result<axum::Json<ResultPage>, ApiError> {
+    let (offer, q) = q.split();
+    let filter = q.filter()?;
+    let page = PageParams::new(q.limit, q.cursor).page()?;
+    if page.after.as_deref().is_some_and(|c| !c.contains('~')) {
+        return Err(ApiError::invalid_param("cursor", "not a cursor of this list"));
+    }
+    let results = Source::Current(offer).page(&state, &ws, &filter, &page).await?;
+    Ok(axum::Json(ResultPage {
+        items: results.items.into_iter().map(Into::into).collect(),
+        next_cursor: results.next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/results.csv", tag = "runs", params(CurrentQuery),
+    responses((status = 200, description = "The current results as the results CSV, streamed", content_type = "text/csv", body = String)))]
+pub async fn export_current(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    ApiQuery(q): ApiQuery<CurrentQuery>,
+) -> Result<Response, ApiError> {
+    let (offer, q) = q.split();
+    let filter = q.filter()?;
+    export(state, ws, Source::Current(offer), filter, "leadscore-results".to_owned()).await
 }
