@@ -32,8 +32,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LEADSCORE_MAX_UPLOAD_ROWS", default_value_t = UploadLimits::default().max_rows)]
     pub max_upload_rows: u64,
     /// Jobs scored at once by the embedded worker pool.
-    #[arg(long, env = "LEADSCORE_CONCURRENCY", default_value_t = 64)]
-    pub concurrency: usize,
+    #[arg(long, env = "LEADSCORE_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
     /// Longest accepted CSV field, in bytes; a longer one rejects its row.
     #[arg(long, env = "LEADSCORE_MAX_FIELD_BYTES", default_value_t = UploadLimits::default().max_field_bytes)]
     pub max_field_bytes: usize,
@@ -121,7 +121,7 @@ async fn serve(args: &ServeArgs) -> Result<()> {
     );
     let state = AppState { store: store.clone(), upload_limits: limits };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let config = WorkerConfig { concurrency: args.concurrency, ..WorkerConfig::default() };
+    let config = WorkerConfig { concurrency: usize::from(args.concurrency), ..WorkerConfig::default() };
     let workers = tokio::spawn(leadscore_worker::run(store.clone(), config, stopped));
     leadscore_api::serve(listener, state, shutdown_signal()).await.context("serving")?;
     let _ = stop.send(true);
