@@ -312,11 +312,8 @@ pub async fn upload_leads(
     req: Request,
 ) -> Result<impl IntoResponse, CompatError> {
     let ingested = receive_upload(&state, &ws, req, COMPAT_UPLOAD_LEADS).await?;
-    let mut headers = HeaderMap::new();
+    let mut headers = crate::location(&format!("/v1/uploads/{}", ingested.upload.id));
     headers.insert("x-rows-rejected", HeaderValue::from(ingested.upload.rows_rejected));
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/uploads/{}", ingested.upload.id)) {
-        headers.insert(header::LOCATION, v);
-    }
     let created_at = ingested.upload.created_at;
     let leads: Vec<CompatLead> =
         ingested.leads.into_iter().map(|(id, _, lead)| CompatLead::new(id, lead, created_at)).collect();

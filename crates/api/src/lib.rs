@@ -119,6 +119,15 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A `Location` header for `url` (our ids are ASCII, so it is always valid; an invalid one is left out).
+pub(crate) fn location(url: &str) -> axum::http::HeaderMap {
+    let mut headers = axum::http::HeaderMap::new();
+    if let Ok(v) = axum::http::HeaderValue::from_str(url) {
+        headers.insert(axum::http::header::LOCATION, v);
+    }
+    headers
+}
+
 /// The OpenAPI document alone (for tests and `leadscore openapi`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api().1

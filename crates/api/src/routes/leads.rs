@@ -1,7 +1,7 @@
 //! `/v1/leads`: upload a CSV, list, read and delete leads.
 
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use leadscore_core::Attribute;
@@ -196,10 +196,7 @@ pub async fn upload_leads(
     req: Request,
 ) -> Result<impl IntoResponse, ApiError> {
     let ingested = receive_upload(&state, &ws, req, 0).await?;
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/uploads/{}", ingested.upload.id)) {
-        headers.insert(header::LOCATION, v);
-    }
+    let headers = crate::location(&format!("/v1/uploads/{}", ingested.upload.id));
     Ok((StatusCode::CREATED, headers, axum::Json(UploadResponse::from(&ingested))))
 }
 

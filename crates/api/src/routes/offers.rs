@@ -1,7 +1,7 @@
 //! `/v1/offers`: create, list, read, replace and delete offers.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use leadscore_core::{Offer, OfferInput};
 use leadscore_store::OfferRecord;
@@ -97,10 +97,7 @@ pub async fn create_offer(
     ApiJson(body): ApiJson<OfferBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let record = state.store.create_offer(&ws, &body.validate()?).await?;
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/offers/{}", record.id)) {
-        headers.insert(header::LOCATION, v);
-    }
+    let headers = crate::location(&format!("/v1/offers/{}", record.id));
     Ok((StatusCode::CREATED, headers, axum::Json(OfferResponse::from(record))))
 }
 

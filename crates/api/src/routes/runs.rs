@@ -261,7 +261,7 @@ pub async fn score_leads(
                 let body =
                     RunWithResults { run, results: results.items.into_iter().map(Into::into).collect() };
                 let mut response = (StatusCode::OK, axum::Json(body)).into_response();
-                set_header(&mut response, header::LOCATION, &location);
+                response.headers_mut().extend(crate::location(&location));
                 set_header(
                     &mut response,
                     header::HeaderName::from_static("preference-applied"),
@@ -274,7 +274,7 @@ pub async fn score_leads(
     }
     let run = load_run(&state, &ws, &run_id).await?;
     let mut response = (StatusCode::ACCEPTED, axum::Json(run)).into_response();
-    set_header(&mut response, header::LOCATION, &location);
+    response.headers_mut().extend(crate::location(&location));
     Ok(response)
 }
 
