@@ -1,0 +1,92 @@
+//! The verdict cache: identical inputs (model, prompt version, offer snapshot, cleaned lead) get the identical
+//! verdict without a call. The key is computed here; Redis storage is here too, database storage in the store.
+
+use std::time::Duration;
+
+use leadscore_core::AiVerdict;
+use leadscore_core::prompt::{PROMPT_VERSION, Prompt};
+use sha2::{Digest, Sha256};
+
+/// Hex SHA-256 over the model, the prompt version and the prompt's text. The prompt holds the offer snapshot
+/// and the lead's fields as sent (cleaned and capped), so two leads that differ only in what is never sent
+/// (the name, extra columns) share a verdict, and any change to what the model sees makes a new key.
+pub fn cache_key(model: &str, prompt: &Prompt) -> String {
+    let mut h = Sha256::new();
+    for part in [model, PROMPT_VERSION, &prompt.system, &prompt.user] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Verdicts in Redis with a TTL (cluster mode).
+#[derive(Clone)]
+pub struct RedisCache {
+    client: redis::Client,
+    conn: std::sync::Arc<tokio::sync::OnceCell<redis::aio::ConnectionManager>>,
+    prefix: String,
+    ttl: Duration,
+}
+
+impl RedisCache {
+    pub fn new(url: &str, prefix: &str, ttl: Duration) -> redis::RedisResult<RedisCache> {
+        Ok(RedisCache {
+            client: redis::Client::open(url)?,
+            conn: std::sync::Arc::default(),
+            prefix: prefix.to_owned(),
+            ttl,
+        })
+    }
+
+    async fn conn(&self) -> redis::RedisResult<redis::aio::ConnectionManager> {
+        let conn = self.conn.get_or_try_init(|| self.client.get_connection_manager()).await?;
+        Ok(conn.clone())
+    }
+
+    /// A cached verdict; errors (Redis down, a corrupt entry) read as a miss: the cache only saves money.
+    pub async fn get(&self, key: &str) -> Option<AiVerdict> {
+        let mut conn = self.conn().await.ok()?;
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(format!("{}verdict:{key}", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        serde_json::from_str(&raw?).ok()
+    }
+
+    pub async fn put(&self, key: &str, verdict: &AiVerdict) {
+        let Ok(mut conn) = self.conn().await else { return };
+        let Ok(value) = serde_json::to_string(verdict) else { return };
+        let r = redis::cmd("SET")
+            .arg(format!("{}verdict:{key}", self.prefix))
+            .arg(value)
+            .arg("EX")
+            .arg(self.ttl.as_secs().max(1))
+            .query_async::<()>(&mut conn)
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "caching a verdict failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leadscore_core::Flag;
+
+    fn prompt(user: &str) -> Prompt {
+        Prompt { system: "s".into(), user: user.into(), flags: Vec::<Flag>::new() }
+    }
+
+    #[test]
+    fn keys_change_with_every_input() {
+        let base = cache_key("m", &prompt("u"));
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, cache_key("m", &prompt("u")));
+        assert_ne!(base, cache_key("m2", &prompt("u")));
+        assert_ne!(base, cache_key("m", &prompt("u2")));
+        // Length-prefixed parts: moving text between parts changes the key.
+        assert_ne!(cache_key("mu", &prompt("")), cache_key("m", &prompt("u")));
+    }
+}
