@@ -345,7 +345,7 @@ impl RedisGate {
             .key(self.key("breaker:cool"))
             .arg(60_000_000 / u64::from(self.rpm.max(1)))
             .arg(request_burst(self.rpm))
-            .arg(60_000_000 as f64 / f64::from(self.tpm.max(1)))
+            .arg(60_000_000.0 / f64::from(self.tpm.max(1)))
             .arg(burst)
             .arg(tokens.clamp(1, burst))
             .invoke_async(&mut conn)
