@@ -24,10 +24,19 @@ use crate::problem::ApiError;
 pub use crate::upload::UploadLimits;
 
 /// What every handler can reach.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub upload_limits: UploadLimits,
+    /// The AI layer's settings (cost estimates) and its gate (`resume` closes the breaker); `None`: AI off.
+    pub ai: Option<AiSettings>,
+}
+
+/// What the API needs of the AI layer; the workers hold the client.
+#[derive(Clone)]
+pub struct AiSettings {
+    pub config: leadscore_llm::LlmConfig,
+    pub gate: leadscore_llm::Gate,
 }
 
 #[derive(OpenApi)]

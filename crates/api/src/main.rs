@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use leadscore_api::{AppState, UploadLimits};
+use leadscore_api::{AiSettings, AppState, UploadLimits};
 use leadscore_store::{ConnectOptions, Store};
 
 #[tokio::main]
@@ -35,7 +35,15 @@ async fn run() -> anyhow::Result<()> {
     }
     let listener =
         tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
-    let state = AppState { store, upload_limits: UploadLimits::default() };
+    // The API never calls the provider; it needs the prices (estimates) and the breaker (`resume`).
+    let ai = match leadscore_llm::LlmConfig::from_env()? {
+        Some(config) => {
+            let gate = leadscore_llm::Gate::for_config(&config).context("REDIS_URL")?;
+            Some(AiSettings { config, gate })
+        }
+        None => None,
+    };
+    let state = AppState { store, upload_limits: UploadLimits::default(), ai };
     leadscore_api::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -64,7 +64,7 @@ async fn server_with(backend: Backend, upload_limits: UploadLimits) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState { store: db.store.clone(), upload_limits };
+    let state = AppState { store: db.store.clone(), upload_limits, ai: None };
     tokio::spawn(leadscore_api::serve(listener, state, async {
         let _ = stopped.await;
     }));
@@ -79,7 +79,10 @@ async fn server_with(backend: Backend, upload_limits: UploadLimits) -> Server {
         base: format!("http://{addr}"),
         addr,
         db,
-        http: reqwest::Client::new(),
+        http: {
+            leadscore_llm::install_crypto();
+            reqwest::Client::new()
+        },
         stop: Some(stop),
         stop_workers,
     }

@@ -163,6 +163,7 @@ async fn api_upload(server: &Path, url: &str, file: &Path) -> Result<(f64, u64, 
         .with_context(|| format!("starting {}", server.display()))?;
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base).await?;
+    leadscore_llm::install_crypto();
     let http = reqwest::Client::new();
     let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
         tokio::fs::File::open(file).await?,

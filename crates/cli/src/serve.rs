@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use leadscore_api::{AppState, UploadLimits};
+use leadscore_api::{AiSettings, AppState, UploadLimits};
 use leadscore_store::{ConnectOptions, Store};
 use leadscore_worker::WorkerConfig;
 
@@ -119,9 +119,10 @@ async fn serve(args: &ServeArgs) -> Result<()> {
         "leadscore is up: API at http://{0}/v1, docs at http://{0}/docs",
         listener.local_addr()?
     );
-    let state = AppState { store: store.clone(), upload_limits: limits };
+    let (settings, ai) = ai_from_env()?;
+    let state = AppState { store: store.clone(), upload_limits: limits, ai: settings };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let config = WorkerConfig { concurrency: usize::from(args.concurrency), ..WorkerConfig::default() };
+    let config = WorkerConfig { concurrency: usize::from(args.concurrency), ai, ..WorkerConfig::default() };
     let workers = tokio::spawn(leadscore_worker::run(store.clone(), config, stopped));
     leadscore_api::serve(listener, state, shutdown_signal()).await.context("serving")?;
     let _ = stop.send(true);
@@ -129,6 +130,29 @@ async fn serve(args: &ServeArgs) -> Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The AI layer from `OPENAI_API_KEY` / `OPENAI_BASE_URL` / `LEADSCORE_*`: its settings for the API and the
+/// workers' client, sharing one gate. Off (with a loud warning) when no provider is configured.
+pub fn ai_from_env() -> Result<(Option<AiSettings>, Option<std::sync::Arc<leadscore_worker::Ai>>)> {
+    let Some(config) = leadscore_llm::LlmConfig::from_env()? else {
+        tracing::warn!(
+            "AI layer OFF: neither OPENAI_API_KEY nor OPENAI_BASE_URL is set. Leads get rule scores only \
+             (ai_status: skipped, score = 2 x rule score). Set OPENAI_API_KEY (and LEADSCORE_MODEL) to turn it on."
+        );
+        return Ok((None, None));
+    };
+    let gate = leadscore_llm::Gate::for_config(&config).context("REDIS_URL")?;
+    let ai = leadscore_worker::Ai::new(config.clone(), gate.clone())?;
+    tracing::info!(
+        model = %config.model,
+        base_url = %config.base_url,
+        rpm = config.rpm,
+        tpm = config.tpm,
+        limiter = if config.redis_url.is_some() { "redis" } else { "in-process" },
+        "AI layer on"
+    );
+    Ok((Some(AiSettings { config, gate }), Some(ai)))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -32,6 +32,7 @@ impl Drop for Running {
 }
 
 async fn wait_ready(base: &str) {
+    leadscore_llm::install_crypto();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
@@ -57,6 +58,7 @@ async fn serve_runs_the_api_on_sqlite_and_keys_turn_auth_on() {
             .expect("spawn"),
     );
     wait_ready(&base).await;
+    leadscore_llm::install_crypto();
     let http = reqwest::Client::new();
     let offer = serde_json::json!({"name": "AI Outreach", "ideal_use_cases": ["B2B SaaS"]});
     let r = http.post(format!("{base}/v1/offers")).json(&offer).send().await.expect("post");

@@ -156,7 +156,8 @@ impl FakeLlm {
                 stats: Stats::default(),
                 calls: HashMap::new(),
                 since: now,
-                bucket: (0.0, now),
+                // Starts full: a fresh provider account has its whole first second to give.
+                bucket: (f64::MAX, now),
             })),
         }
     }
@@ -175,6 +176,7 @@ impl FakeLlm {
         s.calls.clear();
         s.since = Instant::now();
         s.script.clear();
+        s.bucket = (f64::MAX, Instant::now());
     }
 
     pub fn set_config(&self, config: FakeConfig) {
@@ -394,7 +396,12 @@ async fn answer(
     let req = match req {
         Ok(r) => r,
         Err(e) => {
-            return plain(error(StatusCode::BAD_REQUEST, &format!("invalid body: {e}"), None, "invalid_body"));
+            return plain(error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid body: {e}"),
+                None,
+                "invalid_body",
+            ));
         }
     };
     let format = req

@@ -93,6 +93,8 @@ pub struct LlmConfig {
     pub cache_ttl: Duration,
     /// `redis://...`: shared limiter, breaker and cache for several worker processes.
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key: deployments sharing one Redis but not one provider account differ here.
+    pub redis_prefix: String,
 }
 
 impl LlmConfig {
@@ -147,6 +149,7 @@ impl LlmConfig {
             prices,
             cache_ttl: secs(&get, "LEADSCORE_CACHE_TTL_SECS", 7.0 * 86_400.0)?,
             redis_url: get("REDIS_URL"),
+            redis_prefix: get("LEADSCORE_REDIS_PREFIX").unwrap_or_else(|| crate::REDIS_PREFIX.to_owned()),
         }))
     }
 

@@ -17,6 +17,9 @@ pub const FAILURES_TO_OPEN: u32 = 10;
 /// How long a breaker opened by transient failures stays open.
 pub const COOL_DOWN: Duration = Duration::from_secs(30);
 
+/// Redis keys of the limiter, breaker and cache start with this unless `LEADSCORE_REDIS_PREFIX` says otherwise.
+pub const REDIS_PREFIX: &str = "leadscore:";
+
 /// The breaker is open: no request may be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
@@ -46,6 +49,15 @@ impl Gate {
     /// An in-process gate for `rpm` requests and `tpm` tokens per minute.
     pub fn local(rpm: u32, tpm: u32) -> Gate {
         Gate::Local(Arc::new(LocalGate::new(rpm, tpm)))
+    }
+
+    /// The gate for `config`: shared through Redis when `REDIS_URL` is set (keys under its `redis_prefix`),
+    /// else in this process.
+    pub fn for_config(config: &crate::LlmConfig) -> Result<Gate, GateError> {
+        match &config.redis_url {
+            Some(url) => Gate::redis(url, &config.redis_prefix, config.rpm, config.tpm),
+            None => Ok(Gate::local(config.rpm, config.tpm)),
+        }
     }
 
     /// A gate shared through Redis at `url`; keys start with `prefix` (one prefix per provider account).

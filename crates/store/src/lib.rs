@@ -5,6 +5,7 @@
 //! where it differs (bulk loading: `COPY` against multi-row `INSERT`) each has its own function next to the
 //! other. The contract tests in `tests/` run every operation against both.
 
+mod ai;
 mod keys;
 mod leads;
 mod offers;
@@ -23,10 +24,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use ai::RunUsage;
 pub use keys::NewApiKey;
 pub use leads::LeadRecord;
 pub use offers::OfferRecord;
-pub use queue::{ClaimedJob, Completion, JobRecord, NewResult};
+pub use queue::{ClaimedJob, Completion, JobRecord, NewResult, RunSnapshot};
 pub use results::{ResultFilter, ResultRecord};
 pub use runs::{
     Control, ControlOutcome, DEFAULT_MAX_ATTEMPTS, Idempotent, JobCounts, ResultCounts, RunRecord, Selection,
@@ -274,11 +276,13 @@ const POSTGRES_MIGRATIONS: Migrations = &[
     (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, "runs", include_str!("../../../migrations/postgres/0002_runs.sql")),
     (3, "idempotency", include_str!("../../../migrations/postgres/0003_idempotency.sql")),
+    (4, "ai", include_str!("../../../migrations/postgres/0004_ai.sql")),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, "runs", include_str!("../../../migrations/sqlite/0002_runs.sql")),
     (3, "idempotency", include_str!("../../../migrations/sqlite/0003_idempotency.sql")),
+    (4, "ai", include_str!("../../../migrations/sqlite/0004_ai.sql")),
 ];
 
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {

@@ -44,20 +44,41 @@ pub enum Completion {
         error: String,
         retry_in: Option<Duration>,
     },
+    /// The job could not be worked on for a reason that is not its own (the AI provider is blocked or cooling
+    /// down): back to the queue at `retry_in` without spending the attempt.
+    Deferred {
+        job: ClaimedJob,
+        reason: String,
+        retry_in: Duration,
+    },
 }
 
 impl Completion {
-    /// The job, the status it moves to, its error and its next `run_at` (for a retry).
-    fn transition(&self, now: i64) -> (&ClaimedJob, &'static str, Option<&str>, Option<i64>) {
+    pub fn job(&self) -> &ClaimedJob {
         match self {
-            Completion::Succeeded { job, .. } => (job, "succeeded", None, None),
+            Completion::Succeeded { job, .. }
+            | Completion::Failed { job, .. }
+            | Completion::Deferred { job, .. } => job,
+        }
+    }
+
+    /// The job, the status it moves to, its error, its next `run_at` (for a retry) and the attempts given back.
+    fn transition(&self, now: i64) -> Transition<'_> {
+        let at = |after: &Duration| Some(now + after.as_millis() as i64);
+        match self {
+            Completion::Succeeded { job, .. } => (job, "succeeded", None, None, 0),
             Completion::Failed { job, error, retry_in: Some(after) } if job.attempts < job.max_attempts => {
-                (job, "retrying", Some(error.as_str()), Some(now + after.as_millis() as i64))
+                (job, "retrying", Some(error.as_str()), at(after), 0)
             }
-            Completion::Failed { job, error, .. } => (job, "failed", Some(error.as_str()), None),
+            Completion::Failed { job, error, .. } => (job, "failed", Some(error.as_str()), None, 0),
+            Completion::Deferred { job, reason, retry_in } => {
+                (job, "retrying", Some(reason.as_str()), at(retry_in), 1)
+            }
         }
     }
 }
+
+type Transition<'a> = (&'a ClaimedJob, &'static str, Option<&'a str>, Option<i64>, i64);
 
 /// Postgres: the whole batch in one statement. The guarded `UPDATE` runs over the batch as arrays
 /// (`unnest`), and results are inserted only for the jobs it changed.
@@ -67,9 +88,11 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
     let mut statuses = Vec::with_capacity(done.len());
     let mut errors: Vec<Option<String>> = Vec::with_capacity(done.len());
     let mut run_ats: Vec<Option<i64>> = Vec::with_capacity(done.len());
+    let mut refunds: Vec<i64> = Vec::with_capacity(done.len());
     let mut r = ResultArrays::default();
     for c in done {
-        let (job, status, error, run_at) = c.transition(now);
+        let (job, status, error, run_at, refund) = c.transition(now);
+        refunds.push(refund);
         runs.push(job.run_id.clone());
         leads.push(job.lead_id.clone());
         statuses.push(status);
@@ -81,10 +104,11 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
     }
     let applied: i64 = sqlx::query_scalar(
         "with input as ( \
-           select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
-             as u(run_id, lead_id, status, error, run_at)), \
+           select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $25::bigint[]) \
+             as u(run_id, lead_id, status, error, run_at, refund)), \
          updated as ( \
            update jobs set status = input.status, last_error = coalesce(input.error, jobs.last_error), \
+             attempts = jobs.attempts - input.refund, \
              run_at = coalesce(input.run_at, jobs.run_at), lease_owner = null, lease_expires_at = null \
            from input where jobs.run_id = input.run_id and jobs.lead_id = input.lead_id \
              and jobs.status = 'running' and jobs.lease_owner = $6 \
@@ -140,6 +164,7 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
     .bind(&r.completion_tokens)
     .bind(&r.cost_usd)
     .bind(&r.latency_ms)
+    .bind(&refunds)
     .fetch_one(pool)
     .await?;
     Ok(applied as u64)
@@ -299,7 +324,7 @@ impl Store {
     /// a job this worker no longer leases (rescued, cancelled) is ignored.
     pub async fn complete_jobs(&self, worker: &str, done: &[Completion]) -> Result<u64> {
         let now = now_millis();
-        let mut runs: Vec<&str> = done.iter().map(|c| c.transition(now).0.run_id.as_str()).collect();
+        let mut runs: Vec<&str> = done.iter().map(|c| c.job().run_id.as_str()).collect();
         runs.sort_unstable();
         runs.dedup();
         if let Pool::Pg(pool) = &self.pool {
@@ -311,10 +336,11 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for c in done {
-                let (job, status, error, run_at) = c.transition(now);
+                let (job, status, error, run_at, refund) = c.transition(now);
                 let updated = sqlx::query(
                     "update jobs set status = $1, last_error = coalesce($2, last_error), \
-                       run_at = coalesce($3, run_at), lease_owner = null, lease_expires_at = null \
+                       run_at = coalesce($3, run_at), lease_owner = null, lease_expires_at = null, \
+                       attempts = attempts - $7 \
                      where run_id = $4 and lead_id = $5 and status = 'running' and lease_owner = $6")
                     .bind(status)
                     .bind(error)
@@ -322,6 +348,7 @@ impl Store {
                     .bind(&job.run_id)
                     .bind(&job.lead_id)
                     .bind(worker)
+                    .bind(refund)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -445,14 +472,26 @@ impl Store {
     }
 
     /// A run's workspace and offer snapshot (what a worker needs besides the leads).
-    pub async fn run_snapshot(&self, run_id: &str) -> Result<Option<(String, leadscore_core::Offer)>> {
-        let row = on_pool!(self, pool => sqlx::query_as::<_, (String, Json<leadscore_core::Offer>)>(
-            "select workspace_id, offer_snapshot from runs where id = $1")
+    pub async fn run_snapshot(&self, run_id: &str) -> Result<Option<RunSnapshot>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, (String, Json<leadscore_core::Offer>, Option<f64>)>(
+            "select workspace_id, offer_snapshot, max_cost_usd from runs where id = $1")
             .bind(run_id)
             .fetch_optional(pool)
             .await?);
-        Ok(row.map(|(ws, offer)| (ws, offer.0)))
+        Ok(row.map(|(workspace, offer, max_cost_usd)| RunSnapshot {
+            workspace,
+            offer: offer.0,
+            max_cost_usd,
+        }))
     }
+}
+
+/// What every job of a run needs: its workspace, the offer as it was when the run was created, its cost cap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSnapshot {
+    pub workspace: String,
+    pub offer: leadscore_core::Offer,
+    pub max_cost_usd: Option<f64>,
 }
 
 /// One job as the API shows it.

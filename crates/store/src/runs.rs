@@ -25,6 +25,9 @@ pub struct RunRecord {
     pub status: String,
     pub total: i64,
     pub max_cost_usd: Option<f64>,
+    pub estimated_cost_usd: Option<f64>,
+    /// Why the run is `blocked` (the provider's message) or `paused` by its cost cap.
+    pub blocked_reason: Option<String>,
     pub created_at: OffsetDateTime,
     pub started_at: Option<OffsetDateTime>,
     pub finished_at: Option<OffsetDateTime>,
@@ -56,8 +59,8 @@ pub struct ResultCounts {
     pub rules_only: i64,
 }
 
-const RUN_COLUMNS: &str =
-    "id, offer_id, offer_snapshot, status, total, max_cost_usd, created_at, started_at, finished_at";
+const RUN_COLUMNS: &str = "id, offer_id, offer_snapshot, status, total, max_cost_usd, estimated_cost_usd, blocked_reason, created_at, \
+     started_at, finished_at";
 
 fn run_from_row(r: &impl DbRow) -> Result<RunRecord> {
     Ok(RunRecord {
@@ -67,6 +70,8 @@ fn run_from_row(r: &impl DbRow) -> Result<RunRecord> {
         status: r.text("status")?,
         total: r.int("total")?,
         max_cost_usd: r.opt_float("max_cost_usd")?,
+        estimated_cost_usd: r.opt_float("estimated_cost_usd")?,
+        blocked_reason: r.opt_text("blocked_reason")?,
         created_at: r.time("created_at")?,
         started_at: r.opt_time("started_at")?,
         finished_at: r.opt_time("finished_at")?,
@@ -106,6 +111,8 @@ impl Store {
             status: "queued".to_owned(),
             total: 0,
             max_cost_usd,
+            estimated_cost_usd: None,
+            blocked_reason: None,
             created_at: now(),
             started_at: None,
             finished_at: None,
@@ -314,7 +321,12 @@ impl Store {
                 }
                 self.set_run_status(run_id, if run.started_at.is_some() { "running" } else { "queued" })
                     .await?;
-                0
+                // Jobs put off while the run was blocked are due now, not after their deferral.
+                let n = on_pool!(self, pool => sqlx::query(
+                    "update jobs set run_at = $2 where run_id = $1 and status = 'retrying' and run_at > $2")
+                    .bind(run_id).bind(now).execute(pool).await?.rows_affected());
+                self.notify_jobs().await;
+                n
             }
             Control::Retry => {
                 if matches!(status, "cancelling" | "cancelled") {
@@ -348,7 +360,8 @@ impl Store {
 
     async fn set_run_status(&self, run_id: &str, status: &str) -> Result<()> {
         on_pool!(self, pool => {
-            sqlx::query("update runs set status = $1 where id = $2").bind(status).bind(run_id).execute(pool).await?;
+            sqlx::query("update runs set status = $1, blocked_reason = null where id = $2")
+            .bind(status).bind(run_id).execute(pool).await?;
         });
         Ok(())
     }

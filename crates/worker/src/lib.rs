@@ -1,13 +1,22 @@
-//! The worker pool: claims jobs in batches up to its free slots, scores each lead (rule layer; the AI layer
-//! joins here), and writes completions in batches. Runs inside `leadscore serve` (embedded) and as
-//! `leadscore-worker` processes (cluster); any number of pools can share one database.
+//! The worker pool: claims jobs in batches up to its free slots, scores each lead (rule layer, then the AI
+//! layer when a provider is configured), and writes completions in batches. Runs inside `leadscore serve`
+//! (embedded) and as `leadscore-worker` processes (cluster); any number of pools can share one database.
+//!
+//! A job's AI outcomes: a verdict (fresh or cached) gives a `hybrid` result; an open circuit breaker defers the
+//! job without spending an attempt (and marks the runs `blocked` when the key or model was rejected); a failed
+//! attempt is retried later by the queue; the last failed attempt, or a request the provider will never
+//! accept, gives a `rules_only` result with `ai_status: failed`.
+
+mod ai;
+
+pub use ai::{Ai, AiSetupError};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leadscore_core::prompt::injection_suspected;
-use leadscore_core::{AiOutcome, Flag, Lead, Rules, Scoring};
+use leadscore_core::{AiOutcome, Flag, Lead, Offer, Rules, Scoring};
 use leadscore_store::{ClaimedJob, Completion, NewResult, Store};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
@@ -25,6 +34,8 @@ pub struct WorkerConfig {
     pub poll: Duration,
     /// How long to wait for in-flight jobs on shutdown before releasing them.
     pub drain: Duration,
+    /// The AI layer; `None`: rules only (`ai_status: skipped`).
+    pub ai: Option<Arc<Ai>>,
 }
 
 impl Default for WorkerConfig {
@@ -35,6 +46,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(250),
             drain: Duration::from_secs(20),
+            ai: None,
         }
     }
 }
@@ -48,11 +60,19 @@ const WRITE_BATCH: usize = 256;
 pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let (done_tx, done_rx) = mpsc::channel::<Completion>(config.concurrency * 2);
-    let writer = tokio::spawn(write_completions(store.clone(), config.id.clone(), done_rx));
+    let contexts: RunCache = Arc::default();
+    let writer = tokio::spawn(write_completions(store.clone(), config.id.clone(), done_rx, contexts.clone()));
     let upkeep = tokio::spawn(maintain(store.clone(), config.clone(), shutdown.clone()));
     let listener = tokio::spawn(listen(store.clone()));
-    let contexts: RunCache = Arc::default();
-    tracing::info!(worker = %config.id, concurrency = config.concurrency, "worker pool started");
+    if let Some(ai) = &config.ai {
+        resume_after_restart(&store, ai).await;
+    }
+    tracing::info!(
+        worker = %config.id,
+        concurrency = config.concurrency,
+        ai = config.ai.as_ref().map_or("off", |a| a.config().model.as_str()),
+        "worker pool started"
+    );
     let mut backoff = config.poll;
     while !*shutdown.borrow() {
         let free = slots.available_permits();
@@ -84,12 +104,13 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
         for (job, input) in load_inputs(&store, &contexts, jobs).await {
             let Ok(permit) = slots.clone().acquire_owned().await else { break };
             let done = done_tx.clone();
+            let (store, ai) = (store.clone(), config.ai.clone());
             let span =
                 tracing::info_span!("job", run = %job.run_id, lead = %job.lead_id, attempt = job.attempts);
             tokio::spawn(
                 async move {
                     let completion = match input {
-                        Ok((ctx, lead)) => score(job, &ctx, &lead),
+                        Ok((ctx, lead)) => score(job, &ctx, &lead, ai.as_deref(), &store).await,
                         Err(completion) => completion,
                     };
                     let _ = done.send(completion).await;
@@ -111,10 +132,13 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
     tracing::info!(worker = %config.id, "worker pool stopped");
 }
 
-/// What every job of a run shares: its workspace and the rule layer prepared for its offer snapshot.
+/// What every job of a run shares: its workspace, its offer snapshot with the rule layer prepared for it, and
+/// its cost cap.
 struct RunContext {
     workspace: String,
+    offer: Offer,
     rules: Rules,
+    max_cost_usd: Option<f64>,
 }
 
 type RunCache = Arc<Mutex<HashMap<String, Arc<RunContext>>>>;
@@ -181,16 +205,25 @@ async fn run_context(
     if let Some(ctx) = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(run_id) {
         return Ok(Some(ctx.clone()));
     }
-    let Some((workspace, offer)) = store.run_snapshot(run_id).await? else { return Ok(None) };
-    let ctx = Arc::new(RunContext { workspace, rules: Rules::for_offer(&offer) });
+    let Some(snap) = store.run_snapshot(run_id).await? else { return Ok(None) };
+    let ctx = Arc::new(RunContext {
+        workspace: snap.workspace,
+        rules: Rules::for_offer(&snap.offer),
+        offer: snap.offer,
+        max_cost_usd: snap.max_cost_usd,
+    });
     cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(run_id.to_owned(), ctx.clone());
     Ok(Some(ctx))
 }
 
-/// Scores one lead. The AI layer is not wired in yet: results are rules-only and say so.
-fn score(job: ClaimedJob, ctx: &RunContext, lead: &Lead) -> Completion {
+/// Scores one lead: the rule layer, then the AI layer when there is one.
+async fn score(job: ClaimedJob, ctx: &RunContext, lead: &Lead, ai: Option<&Ai>, store: &Store) -> Completion {
+    let rule = ctx.rules.score(lead);
+    if let Some(ai) = ai {
+        return ai.score(store, job, &ctx.offer, lead, rule).await;
+    }
     let flags = if injection_suspected(lead) { vec![Flag::PromptInjection] } else { vec![] };
-    let scoring = Scoring::compose(ctx.rules.score(lead), AiOutcome::Skipped, flags);
+    let scoring = Scoring::compose(rule, AiOutcome::Skipped, flags);
     let result = NewResult {
         scoring,
         model: None,
@@ -211,7 +244,12 @@ pub fn retry_delay(attempts: i64) -> Duration {
 }
 
 /// Writes completions in batches: everything that arrived while the previous batch was written.
-async fn write_completions(store: Store, worker: String, mut rx: mpsc::Receiver<Completion>) {
+async fn write_completions(
+    store: Store,
+    worker: String,
+    mut rx: mpsc::Receiver<Completion>,
+    contexts: RunCache,
+) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         let mut delay = Duration::from_millis(100);
@@ -234,10 +272,52 @@ async fn write_completions(store: Store, worker: String, mut rx: mpsc::Receiver<
                 }
             }
         }
+        pause_over_budget(&store, &contexts, &batch).await;
         batch.clear();
         if let Err(e) = store.finish_idle_runs().await {
             tracing::warn!(error = %e, "finishing runs failed");
         }
+    }
+}
+
+/// Pauses the runs of `batch` that have a cost cap and reached it (only capped runs are summed).
+async fn pause_over_budget(store: &Store, contexts: &RunCache, batch: &[Completion]) {
+    let capped: Vec<&str> = {
+        let cache = contexts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut runs: Vec<&str> = batch
+            .iter()
+            .map(|c| c.job().run_id.as_str())
+            .filter(|r| cache.get(*r).is_some_and(|ctx| ctx.max_cost_usd.is_some()))
+            .collect();
+        runs.sort_unstable();
+        runs.dedup();
+        runs
+    };
+    if capped.is_empty() {
+        return;
+    }
+    match store.pause_runs_over_budget(&capped).await {
+        Ok(paused) if !paused.is_empty() => tracing::warn!(runs = ?paused, "paused: max_cost_usd reached"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "checking cost caps failed"),
+    }
+}
+
+/// A (re)started pool may run with a fixed configuration: close the breaker and put blocked runs back to work.
+/// If the configuration is still wrong, the first request trips the breaker again.
+async fn resume_after_restart(store: &Store, ai: &Ai) {
+    if let Ok(Some(blocked)) = ai.gate().blocked().await
+        && blocked.retry_in.is_none()
+    {
+        tracing::info!(reason = %blocked.reason, "closing the circuit breaker at start (configuration may be fixed)");
+        if let Err(e) = ai.gate().reset().await {
+            tracing::warn!(error = %e, "closing the circuit breaker failed");
+        }
+    }
+    match store.unblock_runs().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(runs = n, "blocked runs put back to work"),
+        Err(e) => tracing::warn!(error = %e, "unblocking runs failed"),
     }
 }
 
@@ -254,8 +334,17 @@ async fn listen(store: Store) {
 /// Renews this pool's leases, rescues expired ones (any pool may) and finishes idle runs.
 async fn maintain(store: Store, config: WorkerConfig, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(config.lease / 3);
+    let mut ticks = 0u64;
     loop {
         tokio::select! { _ = tick.tick() => {}, _ = shutdown.changed() => {} }
+        ticks += 1;
+        if config.ai.is_some() && ticks % 60 == 1 {
+            match store.prune_verdict_cache().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(entries = n, "expired cached verdicts removed"),
+                Err(e) => tracing::warn!(error = %e, "pruning the verdict cache failed"),
+            }
+        }
         if let Err(e) = store.renew_leases(&config.id, config.lease).await {
             tracing::warn!(error = %e, "renewing leases failed");
         }

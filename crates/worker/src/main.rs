@@ -33,6 +33,23 @@ async fn main() -> ExitCode {
             }
         }
     }
+    match leadscore_llm::LlmConfig::from_env() {
+        Ok(Some(llm)) => match leadscore_worker::Ai::from_config(llm) {
+            Ok(ai) => config.ai = Some(ai),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Ok(None) => tracing::warn!(
+            "AI layer OFF: neither OPENAI_API_KEY nor OPENAI_BASE_URL is set; results are rules-only \
+             (ai_status: skipped, score = 2 x rule score)"
+        ),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let store = match Store::connect_lazy(&url, &ConnectOptions { max_connections: 8, ..Default::default() })
     {
         Ok(s) => s,

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use leadscore_core::results_csv::{ResultRow, ResultsCsv};
 use leadscore_core::{Intent, RuleReason, ScoreBasis};
 use leadscore_store::{
-    JobCounts, Page, ResultCounts, ResultFilter, ResultRecord, RunRecord, Selection, StoreError,
+    JobCounts, Page, ResultCounts, ResultFilter, ResultRecord, RunRecord, RunUsage, Selection, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -75,11 +75,14 @@ pub struct ResultCountsBody {
     pub rules_only: i64,
 }
 
+/// Tokens and cost so far (of the results written), and the estimate made when the run was created.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Usage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub cost_usd: f64,
+    /// Expected cost of the whole run at the configured prices; 0 with the AI layer off.
+    pub estimated_cost_usd: Option<f64>,
 }
 
 /// A run's status.
@@ -89,8 +92,8 @@ pub struct Usage {
     "status": "running",
     "job_counts": {"total": 16, "queued": 4, "running": 2, "retrying": 0, "succeeded": 10, "failed": 0, "cancelled": 0},
     "result_counts": {"hybrid": 0, "rules_only": 10},
-    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0},
-    "max_cost_usd": null, "created_at": "2026-11-25T10:40:00Z", "started_at": "2026-11-25T10:40:00Z",
+    "usage": {"prompt_tokens": 4120, "completion_tokens": 410, "cost_usd": 0.0023, "estimated_cost_usd": 0.0037},
+    "blocked_reason": null, "max_cost_usd": null, "created_at": "2026-11-25T10:40:00Z", "started_at": "2026-11-25T10:40:00Z",
     "finished_at": null, "eta_seconds": 1
 }))]
 pub struct RunResponse {
@@ -101,6 +104,8 @@ pub struct RunResponse {
     pub job_counts: JobCountsBody,
     pub result_counts: ResultCountsBody,
     pub usage: Usage,
+    /// Why the run is `blocked` (the provider's message: bad key, unknown model) or `paused` by its cost cap.
+    pub blocked_reason: Option<String>,
     pub max_cost_usd: Option<f64>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -112,7 +117,7 @@ pub struct RunResponse {
     pub eta_seconds: Option<i64>,
 }
 
-fn run_response(run: RunRecord, jobs: JobCounts, results: ResultCounts) -> RunResponse {
+fn run_response(run: RunRecord, jobs: JobCounts, results: ResultCounts, usage: RunUsage) -> RunResponse {
     let done = jobs.succeeded + jobs.failed + jobs.cancelled;
     let left = jobs.total - done;
     let eta_seconds = match (run.started_at, run.finished_at) {
@@ -137,7 +142,13 @@ fn run_response(run: RunRecord, jobs: JobCounts, results: ResultCounts) -> RunRe
             cancelled: jobs.cancelled,
         },
         result_counts: ResultCountsBody { hybrid: results.hybrid, rules_only: results.rules_only },
-        usage: Usage { prompt_tokens: 0, completion_tokens: 0, cost_usd: 0.0 },
+        usage: Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost_usd: usage.cost_usd,
+            estimated_cost_usd: run.estimated_cost_usd,
+        },
+        blocked_reason: run.blocked_reason,
         max_cost_usd: run.max_cost_usd,
         created_at: run.created_at,
         started_at: run.started_at,
@@ -150,7 +161,8 @@ pub async fn load_run(state: &AppState, ws: &str, id: &str) -> Result<RunRespons
     let run = state.store.get_run(ws, id).await?.ok_or_else(|| ApiError::not_found("run", id))?;
     let jobs = state.store.job_counts(&run.id).await?;
     let results = state.store.result_counts(&run.id).await?;
-    Ok(run_response(run, jobs, results))
+    let usage = state.store.run_usage(&run.id).await?;
+    Ok(run_response(run, jobs, results, usage))
 }
 
 /// Creates a run, mapping the store's selection errors to 404 / 422.
@@ -162,7 +174,15 @@ pub async fn create_run(
     max_cost: Option<f64>,
 ) -> Result<RunRecord, ApiError> {
     match state.store.create_run(ws, offer_id, selection, max_cost).await {
-        Ok(run) => Ok(run),
+        Ok(mut run) => {
+            let estimate = state
+                .ai
+                .as_ref()
+                .map_or(0.0, |ai| leadscore_llm::estimated_cost(&ai.config, &run.offer, run.total));
+            state.store.set_estimated_cost(&run.id, estimate).await?;
+            run.estimated_cost_usd = Some(estimate);
+            Ok(run)
+        }
         Err(StoreError::OfferNotFound) => Err(ApiError::not_found("offer", offer_id)),
         Err(StoreError::EmptySelection) => Err(ApiError::Invalid {
             detail: "the selection holds no lead to score".into(),
@@ -331,9 +351,12 @@ pub async fn list_runs(
     let page = state.store.list_runs(&ws, &params.page()?).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for run in page.items {
-        let (jobs, results) =
-            (state.store.job_counts(&run.id).await?, state.store.result_counts(&run.id).await?);
-        items.push(run_response(run, jobs, results));
+        let (jobs, results, usage) = (
+            state.store.job_counts(&run.id).await?,
+            state.store.result_counts(&run.id).await?,
+            state.store.run_usage(&run.id).await?,
+        );
+        items.push(run_response(run, jobs, results, usage));
     }
     Ok(axum::Json(RunPage { items, next_cursor: page.next_cursor }))
 }
@@ -710,6 +733,13 @@ pub async fn resume_run(
     Workspace(ws): Workspace,
     Path(id): Path<String>,
 ) -> Result<axum::Json<RunResponse>, ApiError> {
+    if let Some(ai) = &state.ai
+        && let Some(run) = state.store.get_run(&ws, &id).await?
+        && run.status == "blocked"
+    {
+        // The operator says the provider problem is fixed: close the breaker for every worker.
+        ai.gate.reset().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    }
     control(&state, &ws, &id, leadscore_store::Control::Resume).await
 }
 

@@ -1,0 +1,130 @@
+//! What the AI layer keeps in the database: run costs, blocked runs, and the verdict cache of embedded mode.
+
+use leadscore_core::{AiVerdict, Intent};
+
+use crate::{Result, Store, now_millis, on_pool};
+
+/// Tokens and cost of a run's results.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunUsage {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_usd: f64,
+}
+
+impl Store {
+    /// Records the cost expected before work starts.
+    pub async fn set_estimated_cost(&self, run_id: &str, usd: f64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("update runs set estimated_cost_usd = $1 where id = $2")
+                .bind(usd).bind(run_id).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Sums the tokens and cost of a run's results.
+    pub async fn run_usage(&self, run_id: &str) -> Result<RunUsage> {
+        let (p, c, usd): (Option<i64>, Option<i64>, Option<f64>) = on_pool!(self, pool => sqlx::query_as(
+            "select cast(sum(prompt_tokens) as bigint), cast(sum(completion_tokens) as bigint), \
+               cast(sum(cost_usd) as double precision) from results where run_id = $1")
+            .bind(run_id)
+            .fetch_one(pool)
+            .await?);
+        Ok(RunUsage {
+            prompt_tokens: p.unwrap_or(0),
+            completion_tokens: c.unwrap_or(0),
+            cost_usd: usd.unwrap_or(0.0),
+        })
+    }
+
+    /// Marks every queued or running run `blocked` with `reason` (the provider rejected the key or the model):
+    /// claims skip them until they are resumed. Returns the runs blocked.
+    pub async fn block_active_runs(&self, reason: &str) -> Result<Vec<String>> {
+        let ids: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(
+            "update runs set status = 'blocked', blocked_reason = $1 where status in ('queued', 'running') \
+             returning id")
+            .bind(reason)
+            .fetch_all(pool)
+            .await?);
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.announce_progress(&refs).await;
+        Ok(ids)
+    }
+
+    /// Puts every run blocked by the provider back to work (a worker started with a possibly fixed
+    /// configuration). Runs paused by their cost cap stay paused.
+    pub async fn unblock_runs(&self) -> Result<u64> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "update runs set status = case when started_at is null then 'queued' else 'running' end, \
+               blocked_reason = null where status = 'blocked'")
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if n > 0 {
+            self.notify_jobs().await;
+        }
+        Ok(n)
+    }
+
+    /// Pauses those of `runs` whose results cost at least their `max_cost_usd`. Returns the runs paused.
+    pub async fn pause_runs_over_budget(&self, runs: &[&str]) -> Result<Vec<String>> {
+        let mut paused = Vec::new();
+        for run in runs {
+            let hit: Option<String> = on_pool!(self, pool => sqlx::query_scalar(
+                "update runs set status = 'paused', \
+                   blocked_reason = 'max_cost_usd reached: ' || cast(max_cost_usd as text) || ' USD' \
+                 where id = $1 and max_cost_usd is not null and status in ('queued', 'running') \
+                   and (select coalesce(sum(cost_usd), 0) from results where run_id = $1) >= max_cost_usd \
+                 returning id")
+                .bind(run)
+                .fetch_optional(pool)
+                .await?);
+            paused.extend(hit);
+        }
+        let refs: Vec<&str> = paused.iter().map(String::as_str).collect();
+        self.announce_progress(&refs).await;
+        Ok(paused)
+    }
+
+    /// A cached verdict that has not expired.
+    pub async fn cached_verdict(&self, key: &str) -> Result<Option<AiVerdict>> {
+        let row: Option<(String, String)> = on_pool!(self, pool => sqlx::query_as(
+            "select intent, reasoning from verdict_cache where key = $1 and expires_at > $2")
+            .bind(key)
+            .bind(now_millis())
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.and_then(|(intent, reasoning)| Some(AiVerdict { intent: Intent::parse(&intent)?, reasoning })))
+    }
+
+    pub async fn cache_verdict(
+        &self,
+        key: &str,
+        verdict: &AiVerdict,
+        ttl: std::time::Duration,
+    ) -> Result<()> {
+        let expires = now_millis() + ttl.as_millis() as i64;
+        on_pool!(self, pool => {
+            sqlx::query(
+                "insert into verdict_cache (key, intent, reasoning, expires_at) values ($1, $2, $3, $4) \
+                 on conflict (key) do update set intent = excluded.intent, reasoning = excluded.reasoning, \
+                   expires_at = excluded.expires_at")
+                .bind(key)
+                .bind(verdict.intent.as_str())
+                .bind(&verdict.reasoning)
+                .bind(expires)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Deletes expired cache entries.
+    pub async fn prune_verdict_cache(&self) -> Result<u64> {
+        Ok(on_pool!(self, pool => sqlx::query("delete from verdict_cache where expires_at <= $1")
+            .bind(now_millis())
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+}
