@@ -69,7 +69,7 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("the database is unavailable: {0}")]
+    #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
@@ -150,7 +150,7 @@ impl From<leadscore_store::StoreError> for ApiError {
         use leadscore_store::StoreError;
         match e {
             StoreError::Db(sqlx_err) if is_unavailable(&sqlx_err) => {
-                ApiError::Unavailable(sqlx_err.to_string())
+                ApiError::Unavailable(format!("the database is unavailable: {sqlx_err}"))
             }
             other => ApiError::Internal(other.to_string()),
         }

@@ -4,7 +4,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use leadscore_api::{AppState, UploadLimits};
+use leadscore_api::{AiSettings, AppState, UploadLimits};
+use leadscore_fake_llm::{FakeConfig, FakeLlm};
+use leadscore_llm::{Gate, LlmConfig};
 use leadscore_store::test_support::TestDb;
 use leadscore_store::{Backend, DEFAULT_WORKSPACE, Page};
 use reqwest::StatusCode;
@@ -29,6 +31,7 @@ both_backends!(
     seed_compatible_routes,
     runs_over_http,
     the_original_walkthrough_scores_end_to_end,
+    ai_layer_over_http,
 );
 
 const HEADER: &str = "name,role,company,industry,location,linkedin_bio\n";
@@ -60,11 +63,24 @@ async fn server(backend: Backend) -> Server {
 }
 
 async fn server_with(backend: Backend, upload_limits: UploadLimits) -> Server {
+    server_full(backend, upload_limits, None).await
+}
+
+/// A server with the AI layer on `llm` (one gate shared by the API and the workers, as in `leadscore serve`).
+async fn server_full(backend: Backend, upload_limits: UploadLimits, llm: Option<LlmConfig>) -> Server {
     let db = TestDb::new(backend).await;
+    let (settings, ai) = match llm {
+        Some(config) => {
+            let gate = Gate::for_config(&config).expect("gate");
+            let ai = leadscore_worker::Ai::new(config.clone(), gate.clone()).expect("ai");
+            (Some(AiSettings { config, gate }), Some(ai))
+        }
+        None => (None, None),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState { store: db.store.clone(), upload_limits, ai: None };
+    let state = AppState { store: db.store.clone(), upload_limits, ai: settings };
     tokio::spawn(leadscore_api::serve(listener, state, async {
         let _ = stopped.await;
     }));
@@ -72,6 +88,7 @@ async fn server_with(backend: Backend, upload_limits: UploadLimits) -> Server {
     let config = leadscore_worker::WorkerConfig {
         concurrency: 8,
         poll: Duration::from_millis(20),
+        ai,
         ..Default::default()
     };
     tokio::spawn(leadscore_worker::run(db.store.clone(), config, workers_stopped));
@@ -918,4 +935,58 @@ async fn the_original_walkthrough_scores_end_to_end(backend: Backend) {
     let r = s.http.post(s.url("/api/leads/score/")).send().await.expect("score again");
     let (status, _) = status_json(r).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "nothing left to score");
+}
+
+async fn wait_status(s: &Server, run: &str, status: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = s.get(&format!("/v1/runs/{run}")).await;
+        if body["status"] == status {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "run never became {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A rejected key blocks the run (its reason on the run and on /readyz); an operator fixes the key and resumes
+/// it over HTTP, which closes the breaker; the run then finishes with AI verdicts, usage and cost.
+async fn ai_layer_over_http(backend: Backend) {
+    let fake = FakeLlm::new(FakeConfig { api_key: Some("sk-right".into()), ..FakeConfig::default() });
+    let addr = fake.spawn("127.0.0.1:0".parse().expect("addr")).await.expect("fake");
+    let mut llm = LlmConfig::for_base_url(&format!("http://{addr}/v1"), "gpt-4.1-mini");
+    llm.api_key = Some("sk-wrong".into());
+    let s = server_full(backend, UploadLimits::default(), Some(llm)).await;
+    let (_, offer) = s.post_json("/v1/offers", offer_json()).await;
+    let (_, up) = s.upload_json(SAMPLE).await;
+    let (status, run) =
+        s.post_json("/v1/leads/score", json!({"offer_id": offer["id"], "upload_id": up["upload_id"]})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    let estimate = run["usage"]["estimated_cost_usd"].as_f64().expect("estimate");
+    assert!(estimate > 0.0 && estimate < 0.01, "3 leads on gpt-4.1-mini: {estimate}");
+    let id = run["id"].as_str().expect("id").to_owned();
+
+    let blocked = wait_status(&s, &id, "blocked").await;
+    assert!(blocked["blocked_reason"].as_str().is_some_and(|r| r.contains("401")), "{blocked}");
+    let (_, ready) = s.get("/readyz").await;
+    assert!(ready["ai"].as_str().is_some_and(|a| a.starts_with("blocked: 401")), "{ready}");
+
+    fake.set_config(FakeConfig::default());
+    let (status, resumed) = s.post_json(&format!("/v1/runs/{id}/resume"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(resumed["blocked_reason"], Value::Null);
+    let (_, ready) = s.get("/readyz").await;
+    assert_eq!(ready["ai"], "ok");
+    let done = wait_status(&s, &id, "completed").await;
+    assert_eq!(done["result_counts"], json!({"hybrid": 3, "rules_only": 0}), "{done}");
+    assert!(done["usage"]["prompt_tokens"].as_i64().is_some_and(|t| t > 300), "{done}");
+    assert!(done["usage"]["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "{done}");
+    let (_, results) = s.get(&format!("/v1/runs/{id}/results")).await;
+    for r in results["items"].as_array().expect("items") {
+        assert_eq!(
+            (&r["ai_status"], &r["score_basis"], &r["model"]),
+            (&json!("ok"), &json!("hybrid"), &json!("gpt-4.1-mini")),
+            "{r}"
+        );
+    }
 }
