@@ -136,34 +136,54 @@ impl Rng {
     }
 }
 
+/// One generated lead's six fields (name, role, company, industry, location, bio). The row number keeps every
+/// row distinct (duplicates are rejected, and that is not what we measure).
+fn fields(rng: &mut Rng, i: u64) -> [String; 6] {
+    let words = 6 + rng.next() % 12;
+    let mut bio = String::with_capacity(256);
+    for w in 0..words {
+        if w > 0 {
+            bio.push(' ');
+        }
+        bio.push_str(rng.pick(BIO));
+    }
+    let name = format!("{} {}", rng.pick(FIRST), rng.pick(LAST));
+    let role = rng.pick(ROLES).to_owned();
+    let company = format!("{}{} #{i}", rng.pick(COMPANY_A), rng.pick(COMPANY_B));
+    let industry = rng.pick(INDUSTRIES).to_owned();
+    let location = rng.pick(CITIES).to_owned();
+    let bio = format!("{bio}, {}", rng.pick(BIO));
+    [name, role, company, industry, location, bio]
+}
+
+/// `n` generated leads, deterministic for `seed`; `tag` goes into every bio so that runs can be kept apart
+/// (the verdict cache keys on what the model sees).
+pub fn leads(n: u64, seed: u64, tag: &str) -> Vec<leadscore_core::Lead> {
+    let mut rng = Rng(seed.max(1));
+    (0..n)
+        .map(|i| {
+            let [name, role, company, industry, location, bio] = fields(&mut rng, i);
+            leadscore_core::Lead {
+                external_id: None,
+                name,
+                role,
+                company,
+                industry,
+                location,
+                linkedin_bio: format!("{bio} {tag}"),
+                attributes: Vec::new(),
+            }
+        })
+        .collect()
+}
+
 pub fn run(args: &GenArgs) -> anyhow::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&args.output)?);
     let mut rng = Rng(args.seed.max(1));
     out.write_all(b"name,role,company,industry,location,linkedin_bio\n")?;
-    let mut bio = String::with_capacity(256);
     for i in 0..args.rows {
-        bio.clear();
-        let words = 6 + rng.next() % 12;
-        for w in 0..words {
-            if w > 0 {
-                bio.push(' ');
-            }
-            bio.push_str(rng.pick(BIO));
-        }
-        // The row number keeps every row distinct (duplicates are rejected, and that is not what we measure).
-        writeln!(
-            out,
-            "{} {},{},{}{} #{i},{},{},\"{}, {}\"",
-            rng.pick(FIRST),
-            rng.pick(LAST),
-            quote(rng.pick(ROLES)),
-            rng.pick(COMPANY_A),
-            rng.pick(COMPANY_B),
-            rng.pick(INDUSTRIES),
-            rng.pick(CITIES),
-            bio,
-            rng.pick(BIO)
-        )?;
+        let [name, role, company, industry, location, bio] = fields(&mut rng, i);
+        writeln!(out, "{name},{},{company},{industry},{location},\"{bio}\"", quote(&role))?;
     }
     out.flush()?;
     Ok(())

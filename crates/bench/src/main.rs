@@ -2,6 +2,7 @@
 //! machine in the same run (results go to BENCHMARKS.md). Never a timed test: run by hand or in a bench job.
 
 mod generate;
+mod llm;
 mod upload;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ enum Command {
     Gen(generate::GenArgs),
     /// Upload a CSV through the API (a `leadscore serve` child) and compare with `psql \copy` / `sqlite3 .import`.
     Upload(upload::UploadArgs),
+    /// The AI layer against the fake LLM server: throughput at 200 ms, cache hits, shared rate limit, tokens.
+    Llm(llm::LlmArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,6 +29,9 @@ fn main() -> anyhow::Result<()> {
         Command::Gen(args) => generate::run(&args),
         Command::Upload(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(upload::run(&args))
+        }
+        Command::Llm(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(llm::run(&args))
         }
     }
 }

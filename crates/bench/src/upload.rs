@@ -139,7 +139,7 @@ async fn sqlite_run(args: &UploadArgs, file: &Path, run: usize) -> Result<Sample
     Ok(Sample { api_secs, api_rows, peak_rss_mb, baseline_secs })
 }
 
-async fn psql(url: &str, sql: &str) -> Result<()> {
+pub async fn psql(url: &str, sql: &str) -> Result<()> {
     let out = Command::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
         .output()
