@@ -1,6 +1,7 @@
 //! The verdict cache: identical inputs (model, prompt version, offer snapshot, cleaned lead) get the identical
 //! verdict without a call. The key is computed here; Redis storage is here too, database storage in the store.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use leadscore_core::AiVerdict;
@@ -43,29 +44,42 @@ impl RedisCache {
         Ok(conn.clone())
     }
 
-    /// A cached verdict; errors (Redis down, a corrupt entry) read as a miss: the cache only saves money.
-    pub async fn get(&self, key: &str) -> Option<AiVerdict> {
-        let mut conn = self.conn().await.ok()?;
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(format!("{}verdict:{key}", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        serde_json::from_str(&raw?).ok()
+    fn key(&self, key: &str) -> String {
+        format!("{}verdict:{key}", self.prefix)
     }
 
-    pub async fn put(&self, key: &str, verdict: &AiVerdict) {
+    /// The cached verdicts among `keys` (one `MGET`); errors (Redis down, a corrupt entry) read as misses: the
+    /// cache only saves money.
+    pub async fn get_many(&self, keys: &[String]) -> HashMap<String, AiVerdict> {
+        let Ok(mut conn) = self.conn().await else { return HashMap::new() };
+        if keys.is_empty() {
+            return HashMap::new();
+        }
+        let full: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let values: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&full).query_async(&mut conn).await.unwrap_or_default();
+        keys.iter()
+            .zip(values)
+            .filter_map(|(k, v)| Some((k.clone(), serde_json::from_str(&v?).ok()?)))
+            .collect()
+    }
+
+    /// Stores verdicts with the TTL in one pipeline.
+    pub async fn put_many(&self, entries: &[(String, AiVerdict)]) {
         let Ok(mut conn) = self.conn().await else { return };
-        let Ok(value) = serde_json::to_string(verdict) else { return };
-        let r = redis::cmd("SET")
-            .arg(format!("{}verdict:{key}", self.prefix))
-            .arg(value)
-            .arg("EX")
-            .arg(self.ttl.as_secs().max(1))
-            .query_async::<()>(&mut conn)
-            .await;
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "caching a verdict failed");
+        let mut pipe = redis::pipe();
+        for (key, verdict) in entries {
+            if let Ok(value) = serde_json::to_string(verdict) {
+                pipe.cmd("SET")
+                    .arg(self.key(key))
+                    .arg(value)
+                    .arg("EX")
+                    .arg(self.ttl.as_secs().max(1))
+                    .ignore();
+            }
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            tracing::debug!(error = %e, "caching verdicts failed");
         }
     }
 }

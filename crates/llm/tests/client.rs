@@ -280,3 +280,18 @@ async fn an_unreachable_redis_keeps_the_gate_closed() {
         "it waited rather than letting the request through"
     );
 }
+
+#[tokio::test]
+async fn redis_cache_round_trips_batches() {
+    use leadscore_core::AiVerdict;
+    let cache =
+        leadscore_llm::RedisCache::new(&redis_url(), &prefix("cache"), Duration::from_secs(60)).expect("url");
+    let v = |i: Intent| AiVerdict { intent: i, reasoning: format!("{i:?} because") };
+    cache.put_many(&[("a".into(), v(Intent::High)), ("b".into(), v(Intent::Low))]).await;
+    let got = cache.get_many(&["a".into(), "missing".into(), "b".into()]).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!((got["a"].intent, got["b"].intent), (Intent::High, Intent::Low));
+    let down =
+        leadscore_llm::RedisCache::new("redis://127.0.0.1:1", "x:", Duration::from_secs(1)).expect("url");
+    assert!(down.get_many(&["a".into()]).await.is_empty(), "an unreachable cache is a miss, not an error");
+}

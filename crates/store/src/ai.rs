@@ -2,7 +2,11 @@
 
 use leadscore_core::{AiVerdict, Intent};
 
-use crate::{Result, Store, now_millis, on_pool};
+use std::collections::HashMap;
+
+use sqlx::types::Json;
+
+use crate::{Pool, Result, Store, now_millis, on_pool};
 
 /// Tokens and cost of a run's results.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -86,36 +90,81 @@ impl Store {
         Ok(paused)
     }
 
-    /// A cached verdict that has not expired.
-    pub async fn cached_verdict(&self, key: &str) -> Result<Option<AiVerdict>> {
-        let row: Option<(String, String)> = on_pool!(self, pool => sqlx::query_as(
-            "select intent, reasoning from verdict_cache where key = $1 and expires_at > $2")
-            .bind(key)
-            .bind(now_millis())
-            .fetch_optional(pool)
-            .await?);
-        Ok(row.and_then(|(intent, reasoning)| Some(AiVerdict { intent: Intent::parse(&intent)?, reasoning })))
+    /// The cached verdicts among `keys` that have not expired, in one query.
+    pub async fn cached_verdicts(&self, keys: &[String]) -> Result<HashMap<String, AiVerdict>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let now = now_millis();
+        let rows: Vec<(String, String, String)> = match &self.pool {
+            Pool::Pg(pool) => sqlx::query_as(
+                "select key, intent, reasoning from verdict_cache where key = any($1) and expires_at > $2",
+            )
+            .bind(keys)
+            .bind(now)
+            .fetch_all(pool)
+            .await?,
+            Pool::Sqlite(pool) => {
+                sqlx::query_as(
+                    "select key, intent, reasoning from verdict_cache \
+                 where key in (select value from json_each(?)) and expires_at > ?",
+                )
+                .bind(Json(keys))
+                .bind(now)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, intent, reasoning)| {
+                Some((key, AiVerdict { intent: Intent::parse(&intent)?, reasoning }))
+            })
+            .collect())
     }
 
-    pub async fn cache_verdict(
+    /// Stores verdicts for `ttl`, all in one statement (one commit, whatever the batch size).
+    pub async fn cache_verdicts(
         &self,
-        key: &str,
-        verdict: &AiVerdict,
+        entries: &[(String, AiVerdict)],
         ttl: std::time::Duration,
     ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let expires = now_millis() + ttl.as_millis() as i64;
-        on_pool!(self, pool => {
-            sqlx::query(
-                "insert into verdict_cache (key, intent, reasoning, expires_at) values ($1, $2, $3, $4) \
-                 on conflict (key) do update set intent = excluded.intent, reasoning = excluded.reasoning, \
-                   expires_at = excluded.expires_at")
-                .bind(key)
-                .bind(verdict.intent.as_str())
-                .bind(&verdict.reasoning)
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        let intents: Vec<&str> = entries.iter().map(|(_, v)| v.intent.as_str()).collect();
+        let reasons: Vec<&str> = entries.iter().map(|(_, v)| v.reasoning.as_str()).collect();
+        let upsert = "on conflict (key) do update set intent = excluded.intent, reasoning = excluded.reasoning, \
+                      expires_at = excluded.expires_at";
+        match &self.pool {
+            Pool::Pg(pool) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "insert into verdict_cache (key, intent, reasoning, expires_at) \
+                     select k, i, r, $4 from unnest($1::text[], $2::text[], $3::text[]) as u(k, i, r) {upsert}"
+                )))
+                .bind(&keys)
+                .bind(&intents)
+                .bind(&reasons)
                 .bind(expires)
                 .execute(pool)
                 .await?;
-        });
+            }
+            Pool::Sqlite(pool) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "insert into verdict_cache (key, intent, reasoning, expires_at) \
+                     select k.value, i.value, r.value, ? from json_each(?) k \
+                       join json_each(?) i on i.key = k.key join json_each(?) r on r.key = k.key where true {upsert}"
+                )))
+                .bind(expires)
+                .bind(Json(&keys))
+                .bind(Json(&intents))
+                .bind(Json(&reasons))
+                .execute(pool)
+                .await?;
+            }
+        }
         Ok(())
     }
 

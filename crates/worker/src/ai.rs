@@ -1,13 +1,20 @@
 //! The AI layer inside a job: cache, then the provider through the gate, then the outcome as a completion.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use leadscore_core::prompt::{PROMPT_VERSION, build_prompt};
+use leadscore_core::prompt::{PROMPT_VERSION, Prompt, build_prompt};
 use leadscore_core::{AiOutcome, AiVerdict, Lead, Offer, RuleScore, Scoring};
 use leadscore_llm::{Client, Gate, LlmConfig, LlmError, RedisCache, cache_key};
 use leadscore_store::{ClaimedJob, Completion, NewResult, Store};
+
+/// A lead's prompt and its verdict-cache key.
+pub struct Prepared {
+    prompt: Prompt,
+    pub key: String,
+}
 
 /// How long a job waits when the breaker is open without a known end.
 const BLOCKED_RETRY: Duration = Duration::from_secs(30);
@@ -69,24 +76,34 @@ impl Ai {
         self.client.gate()
     }
 
-    async fn cached(&self, store: &Store, key: &str) -> Option<AiVerdict> {
+    /// The prompt for a lead and its cache key.
+    pub fn prepare(&self, offer: &Offer, lead: &Lead) -> Prepared {
+        let prompt = build_prompt(offer, lead);
+        let key = cache_key(&self.config().model, &prompt);
+        Prepared { prompt, key }
+    }
+
+    /// The cached verdicts among `keys`, in one round trip; a failed lookup is a miss (the cache saves money,
+    /// it is not needed for correctness).
+    pub async fn cached(&self, store: &Store, keys: &[String]) -> HashMap<String, AiVerdict> {
         match &self.cache {
-            Cache::Database => store.cached_verdict(key).await.unwrap_or_else(|e| {
+            Cache::Database => store.cached_verdicts(keys).await.unwrap_or_else(|e| {
                 tracing::debug!(error = %e, "reading the verdict cache failed");
-                None
+                HashMap::new()
             }),
-            Cache::Redis(r) => r.get(key).await,
+            Cache::Redis(r) => r.get_many(keys).await,
         }
     }
 
-    async fn remember(&self, store: &Store, key: &str, verdict: &AiVerdict) {
+    /// Stores fresh verdicts, a batch at a time (one commit, or one Redis pipeline).
+    pub async fn remember(&self, store: &Store, entries: &[(String, AiVerdict)]) {
         match &self.cache {
             Cache::Database => {
-                if let Err(e) = store.cache_verdict(key, verdict, self.config().cache_ttl).await {
-                    tracing::debug!(error = %e, "caching a verdict failed");
+                if let Err(e) = store.cache_verdicts(entries, self.config().cache_ttl).await {
+                    tracing::debug!(error = %e, "caching verdicts failed");
                 }
             }
-            Cache::Redis(r) => r.put(key, verdict).await,
+            Cache::Redis(r) => r.put_many(entries).await,
         }
     }
 
@@ -110,18 +127,18 @@ impl Ai {
         }
     }
 
-    /// Scores one lead with both layers; see the crate documentation for the outcomes.
+    /// Scores one lead with both layers; see the crate documentation for the outcomes. Returns the completion
+    /// and, for a fresh verdict, the cache entry to store.
     pub async fn score(
         &self,
         store: &Store,
         job: ClaimedJob,
-        offer: &Offer,
-        lead: &Lead,
+        prepared: Prepared,
+        cached: Option<AiVerdict>,
         rule: RuleScore,
-    ) -> Completion {
-        let prompt = build_prompt(offer, lead);
+    ) -> (Completion, Option<(String, AiVerdict)>) {
+        let Prepared { prompt, key } = prepared;
         let model = self.config().model.clone();
-        let key = cache_key(&model, &prompt);
         let result = |outcome: AiOutcome, tokens: Option<(u64, u64)>, latency: Option<Duration>| NewResult {
             scoring: Scoring::compose(rule.clone(), outcome, prompt.flags.clone()),
             model: Some(model.clone()),
@@ -131,18 +148,18 @@ impl Ai {
             cost_usd: tokens.map(|(p, c)| self.config().prices.cost(p, c)),
             latency_ms: latency.map(|l| l.as_millis() as i64),
         };
-        if let Some(verdict) = self.cached(store, &key).await {
+        if let Some(verdict) = cached {
             let r = result(AiOutcome::Verdict { verdict, cached: true }, Some((0, 0)), None);
-            return Completion::Succeeded { job, result: Box::new(r) };
+            return (Completion::Succeeded { job, result: Box::new(r) }, None);
         }
         let attempt = self.client.classify(&prompt).await;
         let tokens = Some((attempt.usage.prompt_tokens, attempt.usage.completion_tokens));
         let latency = Some(attempt.latency);
-        match attempt.result {
+        let completion = match attempt.result {
             Ok(verdict) => {
-                self.remember(store, &key, &verdict).await;
+                let entry = (key, verdict.clone());
                 let r = result(AiOutcome::Verdict { verdict, cached: false }, tokens, latency);
-                Completion::Succeeded { job, result: Box::new(r) }
+                return (Completion::Succeeded { job, result: Box::new(r) }, Some(entry));
             }
             Err(LlmError::Blocked(b)) => {
                 if b.retry_in.is_none() {
@@ -175,6 +192,7 @@ impl Ai {
                 let r = result(AiOutcome::Failed { error: e.to_string() }, tokens, latency);
                 Completion::Succeeded { job, result: Box::new(r) }
             }
-        }
+        };
+        (completion, None)
     }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leadscore_core::prompt::injection_suspected;
-use leadscore_core::{AiOutcome, Flag, Lead, Offer, Rules, Scoring};
+use leadscore_core::{AiOutcome, AiVerdict, Flag, Lead, Offer, Rules, Scoring};
 use leadscore_store::{ClaimedJob, Completion, NewResult, Store};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
@@ -59,9 +59,9 @@ const WRITE_BATCH: usize = 256;
 /// queue when it expires.
 pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(config.concurrency));
-    let (done_tx, done_rx) = mpsc::channel::<Completion>(config.concurrency * 2);
+    let (done_tx, done_rx) = mpsc::channel::<Done>(config.concurrency * 2);
     let contexts: RunCache = Arc::default();
-    let writer = tokio::spawn(write_completions(store.clone(), config.id.clone(), done_rx, contexts.clone()));
+    let writer = tokio::spawn(write_completions(store.clone(), config.clone(), done_rx, contexts.clone()));
     let upkeep = tokio::spawn(maintain(store.clone(), config.clone(), shutdown.clone()));
     let listener = tokio::spawn(listen(store.clone()));
     if let Some(ai) = &config.ai {
@@ -101,19 +101,29 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
             }
             continue;
         }
-        for (job, input) in load_inputs(&store, &contexts, jobs).await {
+        let inputs = load_inputs(&store, &contexts, jobs).await;
+        let mut prepared = prepare_ai(&store, config.ai.as_deref(), &inputs).await;
+        for (i, (job, input)) in inputs.into_iter().enumerate() {
             let Ok(permit) = slots.clone().acquire_owned().await else { break };
             let done = done_tx.clone();
-            let (store, ai) = (store.clone(), config.ai.clone());
+            let (store, ai, ai_input) =
+                (store.clone(), config.ai.clone(), prepared.get_mut(i).and_then(Option::take));
             let span =
                 tracing::info_span!("job", run = %job.run_id, lead = %job.lead_id, attempt = job.attempts);
             tokio::spawn(
                 async move {
-                    let completion = match input {
-                        Ok((ctx, lead)) => score(job, &ctx, &lead, ai.as_deref(), &store).await,
-                        Err(completion) => completion,
+                    let done_job = match (input, ai.as_deref(), ai_input) {
+                        (Ok((ctx, lead)), Some(ai), Some((prep, cached))) => {
+                            let rule = ctx.rules.score(&lead);
+                            let (completion, cache) = ai.score(&store, job, prep, cached, rule).await;
+                            Done { completion, cache }
+                        }
+                        (Ok((ctx, lead)), _, _) => {
+                            Done { completion: score_rules_only(job, &ctx, &lead), cache: None }
+                        }
+                        (Err(completion), _, _) => Done { completion, cache: None },
                     };
-                    let _ = done.send(completion).await;
+                    let _ = done.send(done_job).await;
                     drop(permit);
                 }
                 .instrument(span),
@@ -216,14 +226,39 @@ async fn run_context(
     Ok(Some(ctx))
 }
 
-/// Scores one lead: the rule layer, then the AI layer when there is one.
-async fn score(job: ClaimedJob, ctx: &RunContext, lead: &Lead, ai: Option<&Ai>, store: &Store) -> Completion {
-    let rule = ctx.rules.score(lead);
-    if let Some(ai) = ai {
-        return ai.score(store, job, &ctx.offer, lead, rule).await;
-    }
+/// A finished job: its completion and, for a fresh AI verdict, the cache entry to store with it.
+struct Done {
+    completion: Completion,
+    cache: Option<(String, AiVerdict)>,
+}
+
+type AiInput = Option<(ai::Prepared, Option<AiVerdict>)>;
+
+/// With an AI layer: each loadable job's prompt and cache key, and the cached verdicts of the whole claimed
+/// batch looked up in one round trip.
+async fn prepare_ai(store: &Store, ai: Option<&Ai>, inputs: &[(ClaimedJob, JobInput)]) -> Vec<AiInput> {
+    let Some(ai) = ai else { return Vec::new() };
+    let prepared: Vec<Option<ai::Prepared>> = inputs
+        .iter()
+        .map(|(_, input)| input.as_ref().ok().map(|(ctx, lead)| ai.prepare(&ctx.offer, lead)))
+        .collect();
+    let keys: Vec<String> = prepared.iter().flatten().map(|p| p.key.clone()).collect();
+    let mut cached = ai.cached(store, &keys).await;
+    prepared
+        .into_iter()
+        .map(|p| {
+            p.map(|p| {
+                let hit = cached.remove(&p.key);
+                (p, hit)
+            })
+        })
+        .collect()
+}
+
+/// Scores one lead on the rule layer alone (no AI layer configured): `ai_status: skipped`.
+fn score_rules_only(job: ClaimedJob, ctx: &RunContext, lead: &Lead) -> Completion {
     let flags = if injection_suspected(lead) { vec![Flag::PromptInjection] } else { vec![] };
-    let scoring = Scoring::compose(rule, AiOutcome::Skipped, flags);
+    let scoring = Scoring::compose(ctx.rules.score(lead), AiOutcome::Skipped, flags);
     let result = NewResult {
         scoring,
         model: None,
@@ -246,12 +281,23 @@ pub fn retry_delay(attempts: i64) -> Duration {
 /// Writes completions in batches: everything that arrived while the previous batch was written.
 async fn write_completions(
     store: Store,
-    worker: String,
-    mut rx: mpsc::Receiver<Completion>,
+    config: WorkerConfig,
+    mut rx: mpsc::Receiver<Done>,
     contexts: RunCache,
 ) {
+    let worker = config.id;
+    let mut received = Vec::with_capacity(WRITE_BATCH);
+    let mut entries = Vec::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+    while rx.recv_many(&mut received, WRITE_BATCH).await > 0 {
+        for done in received.drain(..) {
+            batch.push(done.completion);
+            entries.extend(done.cache);
+        }
+        if let Some(ai) = &config.ai {
+            ai.remember(&store, &entries).await;
+            entries.clear();
+        }
         let mut delay = Duration::from_millis(100);
         loop {
             match store.complete_jobs(&worker, &batch).await {
