@@ -112,19 +112,29 @@ impl Store {
 
     /// The leads with these ids (those that exist in the workspace), in any order: one query for a batch.
     pub async fn leads_by_ids(&self, workspace: &str, ids: &[String]) -> Result<Vec<LeadRecord>> {
-        let ids_subquery = match self.backend() {
-            crate::Backend::Postgres => "select jsonb_array_elements_text($2)",
-            crate::Backend::Sqlite => "select value from json_each($2)",
-        };
-        on_pool!(self, pool => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "select {LEAD_COLUMNS} from leads where workspace_id = $1 and id in ({ids_subquery})")))
+        // Postgres: a text[] parameter takes the column's "C" collation, so the primary key is probed per id;
+        // ids from jsonb would compare in the default collation and scan the workspace's leads instead.
+        match &self.pool {
+            crate::Pool::Pg(pool) => {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "select {LEAD_COLUMNS} from leads where workspace_id = $1 and id = any($2)"
+                )))
                 .bind(workspace)
-                .bind(sqlx::types::Json(ids))
+                .bind(ids)
                 .fetch_all(pool)
                 .await?;
-            rows.iter().map(from_row).collect()
-        })
+                rows.iter().map(from_row).collect()
+            }
+            crate::Pool::Sqlite(pool) => {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "select {LEAD_COLUMNS} from leads where workspace_id = $1 and id in (select value from json_each($2))")))
+                    .bind(workspace)
+                    .bind(sqlx::types::Json(ids))
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(from_row).collect()
+            }
+        }
     }
 
     /// Deletes a lead; false when it does not exist in this workspace.

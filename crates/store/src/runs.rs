@@ -121,7 +121,8 @@ impl Store {
                           values ($1, $2, $3, $4, 'queued', $5, $6)";
         let now_ms = now_millis();
         let ids_subquery = match self.backend() {
-            crate::Backend::Postgres => "select jsonb_array_elements_text($5)",
+            // Collated like the column (see `leads_by_ids`): the primary key is probed per id.
+            crate::Backend::Postgres => "select jsonb_array_elements_text($5) collate \"C\"",
             crate::Backend::Sqlite => "select value from json_each($5)",
         };
         let total = on_pool!(self, pool => {

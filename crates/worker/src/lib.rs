@@ -51,6 +51,14 @@ impl Default for WorkerConfig {
     }
 }
 
+/// How long a pool with only a few free slots waits for more before claiming.
+const CLAIM_COOLDOWN: Duration = Duration::from_millis(10);
+
+/// Free slots worth a claim without waiting: a sixteenth of the pool, 1 to 64.
+fn claim_batch(concurrency: usize) -> usize {
+    (concurrency / 16).clamp(1, 64)
+}
+
 /// Completions written per transaction at most.
 const WRITE_BATCH: usize = 256;
 
@@ -74,12 +82,24 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
         "worker pool started"
     );
     let mut backoff = config.poll;
+    // After an empty claim the next one goes out at once when woken: new work should start without delay.
+    let mut idle = true;
     while !*shutdown.borrow() {
+        if slots.available_permits() == 0 {
+            tokio::select! { p = slots.acquire() => drop(p), _ = shutdown.changed() => continue }
+        }
+        let batch = claim_batch(config.concurrency);
+        if !idle && slots.available_permits() < batch {
+            // Claim a few slots at a time rather than one per finished job: each claim is a round trip, and
+            // with slow (AI-bound) jobs slots free up one by one. Waits at most CLAIM_COOLDOWN for the batch.
+            tokio::select! {
+                p = slots.acquire_many(batch as u32) => drop(p),
+                () = tokio::time::sleep(CLAIM_COOLDOWN) => {},
+                _ = shutdown.changed() => {},
+            }
+        }
         let free = slots.available_permits();
         if free == 0 {
-            let permit =
-                tokio::select! { p = slots.clone().acquire_owned() => p, _ = shutdown.changed() => continue };
-            drop(permit);
             continue;
         }
         let jobs = match store.claim_jobs(&config.id, free, config.lease).await {
@@ -93,6 +113,7 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
                 Vec::new()
             }
         };
+        idle = jobs.is_empty();
         if jobs.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {},
