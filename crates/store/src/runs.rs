@@ -320,6 +320,14 @@ impl Store {
                 if !matches!(status, "paused" | "blocked") {
                     return conflict("resume");
                 }
+                if run.blocked_reason.as_deref().is_some_and(|r| r.starts_with("max_cost_usd reached")) {
+                    // Paused by its cost cap: resuming means "spend more", so the cap is lifted (it would
+                    // pause the run again at the next completed batch otherwise).
+                    on_pool!(self, pool => {
+                        sqlx::query("update runs set max_cost_usd = null where id = $1")
+                            .bind(run_id).execute(pool).await?;
+                    });
+                }
                 self.set_run_status(run_id, if run.started_at.is_some() { "running" } else { "queued" })
                     .await?;
                 // Jobs put off while the run was blocked are due now, not after their deferral.

@@ -210,6 +210,19 @@ async fn cost_cap_pauses_the_run(backend: Backend) {
     assert!(counts.succeeded < 100, "stopped soon after the cap, not at the end: {counts:?}");
     let paused = s.get_run(WS, &run.id).await.expect("run").expect("exists");
     assert!(paused.blocked_reason.as_deref().is_some_and(|r| r.contains("max_cost_usd")), "{paused:?}");
+
+    // Resuming lifts the cap: the run finishes.
+    s.control_run(WS, &run.id, Control::Resume).await.expect("resume").expect("exists");
+    let (stop, stopped) = watch::channel(false);
+    let (_fake2, base2) = fake(FakeConfig::default()).await;
+    let ai = Ai::from_config(LlmConfig::for_base_url(&base2, "gpt-4.1-mini")).expect("ai");
+    let config = WorkerConfig { concurrency: 16, ai: Some(ai), ..WorkerConfig::default() };
+    let pool = tokio::spawn(leadscore_worker::run(s.clone(), config, stopped));
+    wait_for(s, &run.id, "completed", Duration::from_secs(60)).await;
+    let _ = stop.send(true);
+    pool.await.expect("pool");
+    let done = s.get_run(WS, &run.id).await.expect("run").expect("exists");
+    assert_eq!((done.max_cost_usd, done.blocked_reason), (None, None));
 }
 
 fn worker_process(db_url: &str, base: &str, key: &str, prefix: &str, rpm: &str, concurrency: &str) -> Child {
