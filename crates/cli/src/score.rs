@@ -24,6 +24,9 @@ const LISTED_REJECTS: usize = 20;
 /// A failure that makes the input unusable (exit 2) as opposed to one while working (exit 1).
 struct Unusable(anyhow::Error);
 
+/// Why this command has no AI verdicts without `--no-ai`.
+const RULES_ONLY_FOR_NOW: &str = "this command uses the rule layer only so far; the AI layer runs in `leadscore serve` and `leadscore-worker`";
+
 pub fn run(args: &ScoreArgs) -> ExitCode {
     match score(args) {
         Ok(summary) => {
@@ -95,7 +98,7 @@ fn score(args: &ScoreArgs) -> Result<Summary, Failure> {
     let mut summary = Summary {
         source: display(&args.leads),
         output: args.output.clone(),
-        ai_off_reason: if args.no_ai { "--no-ai" } else { "the AI layer is not part of this version yet" },
+        ai_off_reason: if args.no_ai { "--no-ai" } else { RULES_ONLY_FOR_NOW },
         ..Summary::default()
     };
     while let Some(row) = reader.next() {
