@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// Longest accepted CSV field, in bytes; a longer one rejects its row.
     #[arg(long, env = "LEADSCORE_MAX_FIELD_BYTES", default_value_t = UploadLimits::default().max_field_bytes)]
     pub max_field_bytes: usize,
+    /// Hours the succeeded and cancelled jobs of a finished run are kept (its counts and results stay).
+    #[arg(long, env = "LEADSCORE_JOB_RETENTION_HOURS", default_value_t = 168)]
+    pub job_retention_hours: u64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -122,7 +125,12 @@ async fn serve(args: &ServeArgs) -> Result<()> {
     let (settings, ai) = ai_from_env()?;
     let state = AppState { store: store.clone(), upload_limits: limits, ai: settings };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let config = WorkerConfig { concurrency: usize::from(args.concurrency), ai, ..WorkerConfig::default() };
+    let config = WorkerConfig {
+        concurrency: usize::from(args.concurrency),
+        ai,
+        job_retention: std::time::Duration::from_secs(args.job_retention_hours.saturating_mul(3600)),
+        ..WorkerConfig::default()
+    };
     let workers = tokio::spawn(leadscore_worker::run(store.clone(), config, stopped));
     leadscore_api::serve(listener, state, shutdown_signal()).await.context("serving")?;
     let _ = stop.send(true);

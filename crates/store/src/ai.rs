@@ -26,19 +26,9 @@ impl Store {
         Ok(())
     }
 
-    /// Sums the tokens and cost of a run's results.
+    /// The tokens and cost of a run's results (from its tallies).
     pub async fn run_usage(&self, run_id: &str) -> Result<RunUsage> {
-        let (p, c, usd): (Option<i64>, Option<i64>, Option<f64>) = on_pool!(self, pool => sqlx::query_as(
-            "select cast(sum(prompt_tokens) as bigint), cast(sum(completion_tokens) as bigint), \
-               cast(sum(cost_usd) as double precision) from results where run_id = $1")
-            .bind(run_id)
-            .fetch_one(pool)
-            .await?);
-        Ok(RunUsage {
-            prompt_tokens: p.unwrap_or(0),
-            completion_tokens: c.unwrap_or(0),
-            cost_usd: usd.unwrap_or(0.0),
-        })
+        Ok(self.run_tallies(run_id).await?.usage)
     }
 
     /// Marks every queued or running run `blocked` with `reason` (the provider rejected the key or the model):
@@ -78,7 +68,8 @@ impl Store {
                 "update runs set status = 'paused', \
                    blocked_reason = 'max_cost_usd reached: ' || cast(max_cost_usd as text) || ' USD' \
                  where id = $1 and max_cost_usd is not null and status in ('queued', 'running') \
-                   and (select coalesce(sum(cost_usd), 0) from results where run_id = $1) >= max_cost_usd \
+                   and (select coalesce(sum(n), 0) from run_tallies where run_id = $1 and counter = 'cost_nusd') \
+                     >= max_cost_usd * 1e9 \
                  returning id")
                 .bind(run)
                 .fetch_optional(pool)

@@ -8,6 +8,7 @@
 mod ai;
 mod keys;
 mod leads;
+mod maintenance;
 mod offers;
 mod queue;
 mod results;
@@ -27,11 +28,12 @@ use sqlx::{PgPool, SqlitePool};
 pub use ai::RunUsage;
 pub use keys::NewApiKey;
 pub use leads::LeadRecord;
+pub use maintenance::Leadership;
 pub use offers::OfferRecord;
 pub use queue::{ClaimedJob, Completion, JobRecord, NewResult, RunSnapshot};
 pub use results::{ResultFilter, ResultRecord};
 pub use runs::{
-    Control, ControlOutcome, DEFAULT_MAX_ATTEMPTS, Idempotent, JobCounts, ResultCounts, RunRecord, Selection,
+    Control, ControlOutcome, DEFAULT_MAX_ATTEMPTS, Idempotent, JobCounts, RunTallies, ResultCounts, RunRecord, Selection,
 };
 pub use sqlx;
 pub use uploads::{UploadError, UploadRecord, UploadWriter};
@@ -277,12 +279,14 @@ const POSTGRES_MIGRATIONS: Migrations = &[
     (2, "runs", include_str!("../../../migrations/postgres/0002_runs.sql")),
     (3, "idempotency", include_str!("../../../migrations/postgres/0003_idempotency.sql")),
     (4, "ai", include_str!("../../../migrations/postgres/0004_ai.sql")),
+    (5, "tallies", include_str!("../../../migrations/postgres/0005_tallies.sql")),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, "runs", include_str!("../../../migrations/sqlite/0002_runs.sql")),
     (3, "idempotency", include_str!("../../../migrations/sqlite/0003_idempotency.sql")),
     (4, "ai", include_str!("../../../migrations/sqlite/0004_ai.sql")),
+    (5, "tallies", include_str!("../../../migrations/sqlite/0005_tallies.sql")),
 ];
 
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {

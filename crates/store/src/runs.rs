@@ -50,6 +50,27 @@ impl JobCounts {
     pub fn is_idle(&self) -> bool {
         self.queued + self.running + self.retrying == 0
     }
+
+    /// The count of one job status.
+    fn slot(&mut self, status: &str) -> Option<&mut i64> {
+        Some(match status {
+            "queued" => &mut self.queued,
+            "running" => &mut self.running,
+            "retrying" => &mut self.retrying,
+            "succeeded" => &mut self.succeeded,
+            "failed" => &mut self.failed,
+            "cancelled" => &mut self.cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// What a status poll shows of a run's progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunTallies {
+    pub jobs: JobCounts,
+    pub results: ResultCounts,
+    pub usage: crate::RunUsage,
 }
 
 /// Results of a run by basis.
@@ -205,8 +226,44 @@ impl Store {
         Ok(page.finish(rows, |r| r.id.clone()))
     }
 
-    /// The run's jobs by state (one `GROUP BY` over the run's jobs).
+    /// The run's job counts, result counts and usage, read from its tallies: a few rows however large the run
+    /// (the triggers of migration 0005 keep them; one consistent snapshot, so the job counts add up).
+    pub async fn run_tallies(&self, run_id: &str) -> Result<RunTallies> {
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "select counter, cast(sum(n) as bigint) from run_tallies where run_id = $1 group by counter")
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?);
+        let mut t = RunTallies::default();
+        for (counter, n) in rows {
+            let slot = match counter.as_str() {
+                "hybrid" => &mut t.results.hybrid,
+                "prompt_tokens" => &mut t.usage.prompt_tokens,
+                "completion_tokens" => &mut t.usage.completion_tokens,
+                "cost_nusd" => {
+                    t.usage.cost_usd = n as f64 / 1e9;
+                    continue;
+                }
+                status => match t.jobs.slot(status) {
+                    Some(slot) => slot,
+                    None => &mut t.results.rules_only, // every other basis is a rules-only one
+                },
+            };
+            *slot += n;
+        }
+        t.jobs.total = t.jobs.queued + t.jobs.running + t.jobs.retrying + t.jobs.succeeded + t.jobs.failed
+            + t.jobs.cancelled;
+        Ok(t)
+    }
+
+    /// The run's jobs by state.
     pub async fn job_counts(&self, run_id: &str) -> Result<JobCounts> {
+        Ok(self.run_tallies(run_id).await?.jobs)
+    }
+
+    /// The run's jobs by state counted row by row (one `GROUP BY` over its jobs): what the tallies must equal
+    /// once the run is idle. Linear in the run's size; for tests and benchmarks.
+    pub async fn job_counts_by_scan(&self, run_id: &str) -> Result<JobCounts> {
         let rows: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
             "select status, count(*) from jobs where run_id = $1 group by status")
             .bind(run_id)
@@ -214,34 +271,14 @@ impl Store {
             .await?);
         let mut c = JobCounts::default();
         for (status, n) in rows {
+            *c.slot(&status).ok_or_else(|| StoreError::Corrupt(format!("job status {status:?}")))? = n;
             c.total += n;
-            match status.as_str() {
-                "queued" => c.queued = n,
-                "running" => c.running = n,
-                "retrying" => c.retrying = n,
-                "succeeded" => c.succeeded = n,
-                "failed" => c.failed = n,
-                "cancelled" => c.cancelled = n,
-                other => return Err(StoreError::Corrupt(format!("job status {other:?}"))),
-            }
         }
         Ok(c)
     }
 
     pub async fn result_counts(&self, run_id: &str) -> Result<ResultCounts> {
-        let rows: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
-            "select score_basis, count(*) from results where run_id = $1 group by score_basis")
-            .bind(run_id)
-            .fetch_all(pool)
-            .await?);
-        let mut c = ResultCounts::default();
-        for (basis, n) in rows {
-            match basis.as_str() {
-                "hybrid" => c.hybrid = n,
-                _ => c.rules_only += n,
-            }
-        }
-        Ok(c)
+        Ok(self.run_tallies(run_id).await?.results)
     }
 
     /// Tells idle workers that jobs arrived: this process's directly, other processes through one Postgres

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use leadscore_core::prompt::injection_suspected;
 use leadscore_core::{AiOutcome, AiVerdict, Flag, Lead, Offer, Rules, Scoring};
-use leadscore_store::{ClaimedJob, Completion, NewResult, Store};
+use leadscore_store::{ClaimedJob, Completion, Leadership, NewResult, Store};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
 
@@ -36,6 +36,8 @@ pub struct WorkerConfig {
     pub drain: Duration,
     /// The AI layer; `None`: rules only (`ai_status: skipped`).
     pub ai: Option<Arc<Ai>>,
+    /// How long the succeeded and cancelled jobs of a finished run are kept (counts and results stay).
+    pub job_retention: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -47,9 +49,13 @@ impl Default for WorkerConfig {
             poll: Duration::from_millis(250),
             drain: Duration::from_secs(20),
             ai: None,
+            job_retention: DEFAULT_JOB_RETENTION,
         }
     }
 }
+
+/// Finished jobs are kept a week by default.
+pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How long a pool with only a few free slots waits for more before claiming.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(10);
@@ -398,23 +404,45 @@ async fn listen(store: Store) {
     }
 }
 
-/// Renews this pool's leases, rescues expired ones (any pool may) and finishes idle runs.
+/// How often the maintenance leader compacts tallies, rescues leases and finishes runs.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Renews this pool's leases (every third of the lease) and, while this process leads maintenance, does the
+/// upkeep shared by all processes (see [`shared_upkeep`]).
 async fn maintain(store: Store, config: WorkerConfig, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(config.lease / 3);
+    let renew_every = config.lease / 3;
+    let mut tick = tokio::time::interval(UPKEEP_EVERY.min(renew_every));
+    let mut renewed = tokio::time::Instant::now();
+    let mut leadership = Leadership::default();
     let mut ticks = 0u64;
     loop {
         tokio::select! { _ = tick.tick() => {}, _ = shutdown.changed() => {} }
-        ticks += 1;
-        if config.ai.is_some() && ticks % 60 == 1 {
-            match store.prune_verdict_cache().await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(entries = n, "expired cached verdicts removed"),
-                Err(e) => tracing::warn!(error = %e, "pruning the verdict cache failed"),
+        if renewed.elapsed() >= renew_every {
+            renewed = tokio::time::Instant::now();
+            if let Err(e) = store.renew_leases(&config.id, config.lease).await {
+                tracing::warn!(error = %e, "renewing leases failed");
             }
         }
-        if let Err(e) = store.renew_leases(&config.id, config.lease).await {
-            tracing::warn!(error = %e, "renewing leases failed");
+        let was_leader = leadership.is_leader();
+        match store.lead_maintenance(&mut leadership).await {
+            Ok(true) => {
+                if !was_leader {
+                    tracing::info!(worker = %config.id, "leading maintenance");
+                }
+                shared_upkeep(&store, &config, ticks).await;
+                ticks += 1;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "maintenance leadership check failed"),
         }
+    }
+}
+
+/// Rescues expired leases, finishes idle runs and compacts run tallies every tick; every minute also prunes
+/// finished jobs past their retention and expired cached verdicts.
+async fn shared_upkeep(store: &Store, config: &WorkerConfig, ticks: u64) {
+    let span = tracing::debug_span!("upkeep", tick = ticks);
+    async {
         match store.rescue_expired().await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(jobs = n, "rescued jobs whose worker stopped"),
@@ -423,7 +451,26 @@ async fn maintain(store: Store, config: WorkerConfig, mut shutdown: watch::Recei
         if let Err(e) = store.finish_idle_runs().await {
             tracing::warn!(error = %e, "finishing runs failed");
         }
+        if let Err(e) = store.compact_tallies().await {
+            tracing::warn!(error = %e, "compacting run tallies failed");
+        }
+        if !ticks.is_multiple_of(60) {
+            return;
+        }
+        match store.prune_finished_jobs(config.job_retention).await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+        }
+        if config.ai.is_some() {
+            match store.prune_verdict_cache().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(entries = n, "expired cached verdicts removed"),
+                Err(e) => tracing::warn!(error = %e, "pruning the verdict cache failed"),
+            }
+        }
     }
+    .instrument(span)
+    .await;
 }
 
 #[cfg(test)]

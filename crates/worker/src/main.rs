@@ -33,6 +33,15 @@ async fn main() -> ExitCode {
             }
         }
     }
+    if let Ok(h) = std::env::var("LEADSCORE_JOB_RETENTION_HOURS") {
+        match h.parse::<u64>() {
+            Ok(n) => config.job_retention = std::time::Duration::from_secs(n * 3600),
+            _ => {
+                eprintln!("error: LEADSCORE_JOB_RETENTION_HOURS must be a number of hours, got {h:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     match leadscore_llm::LlmConfig::from_env() {
         Ok(Some(llm)) => match leadscore_worker::Ai::from_config(llm) {
             Ok(ai) => config.ai = Some(ai),

@@ -88,6 +88,7 @@ async fn a_sigkilled_worker_loses_nothing() {
     let _ = second.wait();
     let c = s.job_counts(&run.id).await.expect("counts");
     assert_eq!((c.total, c.succeeded, c.running, c.failed), (LEADS as i64, LEADS as i64, 0, 0), "{c:?}");
+    assert_eq!(c, s.job_counts_by_scan(&run.id).await.expect("scan"), "tallies equal a GROUP BY");
     let results = s.result_counts(&run.id).await.expect("results");
     assert_eq!(results.rules_only, LEADS as i64, "exactly one current result per lead");
 }

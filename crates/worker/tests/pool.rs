@@ -25,7 +25,9 @@ both_backends!(
     stale_workers_change_nothing,
     failures_retry_then_fail,
     small_runs_are_not_starved,
-    selections
+    selections,
+    tallies_follow_every_transition,
+    pruning_keeps_counts_and_results
 );
 
 const WS: &str = DEFAULT_WORKSPACE;
@@ -270,4 +272,143 @@ async fn idle_pools_wake_on_enqueue(backend: Backend) {
     );
     stop.send(true).expect("stop");
     pool.await.expect("pool");
+}
+
+/// A result as the AI layer would write it: `hybrid` with tokens and cost, or `rules_only`.
+fn result_for(lead: &Lead, hybrid: bool) -> Box<leadscore_store::NewResult> {
+    use leadscore_core::{AiOutcome, AiVerdict, Intent, Rules, Scoring};
+    let offer = Offer { name: "x".into(), value_props: vec![], ideal_use_cases: vec!["B2B SaaS".into()] };
+    let ai = if hybrid {
+        AiOutcome::Verdict { verdict: AiVerdict { intent: Intent::High, reasoning: "fits".into() }, cached: false }
+    } else {
+        AiOutcome::Failed { error: "boom".into() }
+    };
+    Box::new(leadscore_store::NewResult {
+        scoring: Scoring::compose(Rules::for_offer(&offer).score(lead), ai, vec![]),
+        model: hybrid.then(|| "m".into()),
+        prompt_version: None,
+        prompt_tokens: hybrid.then_some(300),
+        completion_tokens: hybrid.then_some(20),
+        cost_usd: hybrid.then_some(0.000_123),
+        latency_ms: None,
+    })
+}
+
+/// The run's tallies (what a status poll reads) equal a `GROUP BY` over its jobs and results after every kind
+/// of transition: claim, success, retry, failure, rescue, cancel, re-queue by `retry`, and compaction.
+async fn tallies_follow_every_transition(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let (offer, upload) = seed(s, 40).await;
+    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let run_id = run.id.as_str();
+    let check = |what: &'static str| async move {
+        let tallies = s.run_tallies(run_id).await.expect("tallies");
+        assert_eq!(tallies.jobs, s.job_counts_by_scan(run_id).await.expect("scan"), "after {what}");
+        tallies
+    };
+    assert_eq!(check("create").await.jobs.queued, 40);
+    let jobs = s.claim_jobs("a", 30, Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(check("claim").await.jobs.running, jobs.len() as i64);
+    let mut done = Vec::new();
+    for (i, job) in jobs.iter().enumerate().take(20) {
+        let result = result_for(&lead(i), i < 15);
+        done.push(Completion::Succeeded { job: job.clone(), result });
+    }
+    done.push(Completion::Failed { job: jobs[20].clone(), error: "429".into(), retry_in: Some(Duration::ZERO) });
+    done.push(Completion::Failed { job: jobs[21].clone(), error: "bad".into(), retry_in: None });
+    s.complete_jobs("a", &done).await.expect("complete");
+    let t = check("completions").await;
+    assert_eq!((t.jobs.succeeded, t.jobs.retrying, t.jobs.failed), (20, 1, 1));
+    assert_eq!((t.results.hybrid, t.results.rules_only), (15, 5));
+    assert_eq!((t.usage.prompt_tokens, t.usage.completion_tokens), (15 * 300, 15 * 20));
+    assert!((t.usage.cost_usd - 15.0 * 0.000_123).abs() < 1e-9, "{}", t.usage.cost_usd);
+    // Another worker dies holding jobs: they are rescued.
+    let b = s.claim_jobs("b", 5, Duration::ZERO).await.expect("claim");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(s.rescue_expired().await.expect("rescue"), b.len() as u64);
+    check("rescue").await;
+    let rest: Vec<Completion> = jobs[22..]
+        .iter()
+        .map(|job| Completion::Succeeded { job: job.clone(), result: result_for(&lead(0), true) })
+        .collect();
+    s.complete_jobs("a", &rest).await.expect("complete");
+    let work_off = |worker: &'static str| async move {
+        loop {
+            let jobs = s.claim_jobs(worker, 16, Duration::from_secs(30)).await.expect("claim");
+            if jobs.is_empty() {
+                break;
+            }
+            let done: Vec<Completion> = jobs
+                .into_iter()
+                .map(|job| Completion::Succeeded { job, result: result_for(&lead(0), true) })
+                .collect();
+            s.complete_jobs(worker, &done).await.expect("complete");
+        }
+    };
+    work_off("c").await;
+    let t = check("all worked").await;
+    assert_eq!((t.jobs.total, t.jobs.succeeded, t.jobs.failed), (40, 39, 1));
+    // `retry` re-queues the failed job and the 5 rules-only results; their new results replace the old ones.
+    let moved = s.control_run(WS, &run.id, Control::Retry).await.expect("retry").expect("run");
+    assert_eq!(moved, ControlOutcome::Applied(6));
+    assert_eq!(check("retry").await.jobs.queued, 6);
+    work_off("d").await;
+    let t = check("re-scored").await;
+    assert_eq!((t.jobs.succeeded, t.results.hybrid, t.results.rules_only), (40, 40, 0));
+    assert_eq!(t.usage.prompt_tokens, 40 * 300, "replaced results no longer count");
+    s.compact_tallies().await.expect("compact");
+    assert_eq!(check("compaction").await, t);
+    // Cancel: queued jobs are cancelled at once, running ones finish.
+    let (offer, upload) = seed(s, 10).await;
+    let other = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let held = s.claim_jobs("e", 3, Duration::from_secs(30)).await.expect("claim");
+    s.control_run(WS, &other.id, Control::Cancel).await.expect("cancel").expect("run");
+    let c = s.job_counts(&other.id).await.expect("counts");
+    assert_eq!((c.running, c.cancelled, c.total), (held.len() as i64, 10 - held.len() as i64, 10));
+    assert_eq!(c, s.job_counts_by_scan(&other.id).await.expect("scan"));
+}
+
+/// One process at a time leads maintenance; when its connection ends, another takes over.
+#[tokio::test]
+async fn one_maintenance_leader_at_a_time() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let other = Store::open(&db.url, &Default::default()).await.expect("second pool");
+    let (mut a, mut b) = (leadscore_store::Leadership::default(), leadscore_store::Leadership::default());
+    let first = db.store.lead_maintenance(&mut a).await.expect("a asks");
+    let second = other.lead_maintenance(&mut b).await.expect("b asks");
+    assert!(first ^ second, "exactly one leads: {first} {second}");
+    let (leader, follower, follower_store) =
+        if first { (a, &mut b, &other) } else { (b, &mut a, &db.store) };
+    assert!(!follower_store.lead_maintenance(follower).await.expect("asks again"), "still led by the other");
+    drop(leader); // its connection closes: the lock is free
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !follower_store.lead_maintenance(follower).await.expect("asks") {
+        assert!(Instant::now() < deadline, "leadership did not pass on");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(follower_store.lead_maintenance(follower).await.expect("keeps it"));
+}
+
+/// Pruning the finished jobs of an old run keeps its counts and results.
+async fn pruning_keeps_counts_and_results(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let (offer, upload) = seed(s, 30).await;
+    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let (stop, pool) = start_pool(s, 8);
+    wait_completed(s, &run.id, Duration::from_secs(30)).await;
+    stop.send(true).expect("stop");
+    pool.await.expect("pool exits");
+    let before = s.run_tallies(&run.id).await.expect("tallies");
+    assert_eq!(s.prune_finished_jobs(Duration::from_secs(3600)).await.expect("prune"), 0, "not old yet");
+    assert_eq!(s.prune_finished_jobs(Duration::ZERO).await.expect("prune"), 30);
+    assert_eq!(s.job_counts_by_scan(&run.id).await.expect("scan").total, 0, "the jobs are gone");
+    assert_eq!(s.run_tallies(&run.id).await.expect("tallies"), before, "counts stay");
+    let page = s
+        .list_run_results(WS, &run.id, &ResultFilter::default(), &Page { limit: 100, after: None })
+        .await
+        .expect("results");
+    assert_eq!(page.items.len(), 30, "results stay");
+    assert_eq!(s.prune_finished_jobs(Duration::ZERO).await.expect("prune"), 0, "nothing left to prune");
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use leadscore_core::results_csv::{ResultRow, ResultsCsv};
 use leadscore_core::{Intent, RuleReason, ScoreBasis};
 use leadscore_store::{
-    JobCounts, Page, ResultCounts, ResultFilter, ResultRecord, RunRecord, RunUsage, Selection, StoreError,
+    Page, ResultFilter, ResultRecord, RunRecord, RunTallies, Selection, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -117,7 +117,8 @@ pub struct RunResponse {
     pub eta_seconds: Option<i64>,
 }
 
-fn run_response(run: RunRecord, jobs: JobCounts, results: ResultCounts, usage: RunUsage) -> RunResponse {
+fn run_response(run: RunRecord, tallies: RunTallies) -> RunResponse {
+    let RunTallies { jobs, results, usage } = tallies;
     let done = jobs.succeeded + jobs.failed + jobs.cancelled;
     let left = jobs.total - done;
     let eta_seconds = match (run.started_at, run.finished_at) {
@@ -159,10 +160,8 @@ fn run_response(run: RunRecord, jobs: JobCounts, results: ResultCounts, usage: R
 
 pub async fn load_run(state: &AppState, ws: &str, id: &str) -> Result<RunResponse, ApiError> {
     let run = state.store.get_run(ws, id).await?.ok_or_else(|| ApiError::not_found("run", id))?;
-    let jobs = state.store.job_counts(&run.id).await?;
-    let results = state.store.result_counts(&run.id).await?;
-    let usage = state.store.run_usage(&run.id).await?;
-    Ok(run_response(run, jobs, results, usage))
+    let tallies = state.store.run_tallies(&run.id).await?;
+    Ok(run_response(run, tallies))
 }
 
 /// Creates a run, mapping the store's selection errors to 404 / 422.
@@ -351,12 +350,8 @@ pub async fn list_runs(
     let page = state.store.list_runs(&ws, &params.page()?).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for run in page.items {
-        let (jobs, results, usage) = (
-            state.store.job_counts(&run.id).await?,
-            state.store.result_counts(&run.id).await?,
-            state.store.run_usage(&run.id).await?,
-        );
-        items.push(run_response(run, jobs, results, usage));
+        let tallies = state.store.run_tallies(&run.id).await?;
+        items.push(run_response(run, tallies));
     }
     Ok(axum::Json(RunPage { items, next_cursor: page.next_cursor }))
 }

@@ -1,0 +1,119 @@
+//! Upkeep shared by every worker process: rescuing expired leases, finishing runs, compacting run tallies and
+//! pruning old finished jobs. One process does it at a time: the one holding a session-level advisory lock on
+//! Postgres (it passes to another process when the holder's connection ends); the only process on SQLite.
+
+use std::time::Duration;
+
+use crate::{Pool, Result, Store, now, on_pool};
+
+/// The advisory lock key of the maintenance leader ("leadscor" in ASCII).
+const MAINTENANCE_LOCK: i64 = 0x6c65_6164_7363_6f72;
+
+/// Whether this process leads maintenance: on Postgres, a connection of its own outside the pool that holds
+/// (or keeps asking for) the advisory lock. Dropping it closes the connection, which releases the lock.
+#[derive(Default)]
+pub struct Leadership {
+    conn: Option<sqlx::PgConnection>,
+    leader: bool,
+}
+
+impl Leadership {
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+}
+
+impl Store {
+    /// Keeps or takes maintenance leadership; true when this process leads now. A lost connection loses it
+    /// (another process may take the lock meanwhile); the next call reconnects and asks again.
+    pub async fn lead_maintenance(&self, held: &mut Leadership) -> Result<bool> {
+        let Pool::Pg(pool) = &self.pool else { return Ok(true) };
+        let conn = match held.conn.as_mut() {
+            Some(conn) => conn,
+            None => {
+                held.leader = false;
+                held.conn.insert(pool.acquire().await?.detach())
+            }
+        };
+        // Asking again while holding the lock would stack it (session locks count); a ping is enough then.
+        let asked = if held.leader {
+            sqlx::query_scalar::<_, bool>("select true").fetch_one(&mut *conn).await
+        } else {
+            sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(MAINTENANCE_LOCK).fetch_one(&mut *conn).await
+        };
+        match asked {
+            Ok(lead) => {
+                held.leader = lead;
+                Ok(lead)
+            }
+            Err(e) => {
+                *held = Leadership::default();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Folds the tally deltas of runs that gathered many into one row per counter (Postgres appends a delta per
+    /// statement; SQLite keeps one row per counter already). Safe next to writers and other compactions: a
+    /// delta is either deleted and summed by this statement or left as it is. Returns the rows removed.
+    pub async fn compact_tallies(&self) -> Result<u64> {
+        let Pool::Pg(pool) = &self.pool else { return Ok(0) };
+        let removed: i64 = sqlx::query_scalar(
+            "with crowded as (select run_id from run_tallies group by run_id having count(*) > 16), \
+             gone as (delete from run_tallies t using crowded c where t.run_id = c.run_id \
+               returning t.run_id, t.counter, t.n), \
+             folded as (insert into run_tallies (run_id, counter, n) select run_id, counter, sum(n) from gone \
+               group by run_id, counter having sum(n) <> 0 returning 1) \
+             select (select count(*) from gone) - (select count(*) from folded)")
+            .fetch_one(pool)
+            .await?;
+        Ok(removed.max(0) as u64)
+    }
+
+    /// Deletes the succeeded and cancelled jobs of runs that finished more than `retention` ago, one run per
+    /// call, keeping the run's counts (its tallies are credited with what is deleted) and its results. Failed jobs
+    /// stay: they hold the last error and `retry` re-queues them. Returns the jobs deleted.
+    pub async fn prune_finished_jobs(&self, retention: Duration) -> Result<u64> {
+        let cutoff = now() - retention;
+        let run: Option<String> = on_pool!(self, pool => sqlx::query_scalar(
+            "select id from runs r where status in ('completed', 'cancelled') and finished_at < $1 \
+               and exists (select 1 from jobs j where j.run_id = r.id and j.status in ('succeeded', 'cancelled')) \
+             limit 1")
+            .bind(cutoff)
+            .fetch_optional(pool)
+            .await?);
+        let Some(run) = run else { return Ok(0) };
+        let deleted = match &self.pool {
+            // One statement: what is credited is exactly what was deleted, whatever runs concurrently.
+            Pool::Pg(pool) => sqlx::query_scalar::<_, i64>(
+                "with gone as (delete from jobs where run_id = $1 and status in ('succeeded', 'cancelled') \
+                   returning run_id, status), \
+                 credit as (insert into run_tallies (run_id, counter, n) \
+                   select run_id, status, count(*) from gone group by run_id, status) \
+                 select count(*) from gone")
+                .bind(&run)
+                .fetch_one(pool)
+                .await? as u64,
+            // One writer: the two statements of the transaction see the same jobs.
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "insert into run_tallies (run_id, counter, n) select run_id, status, count(*) from jobs \
+                     where run_id = $1 and status in ('succeeded', 'cancelled') group by run_id, status \
+                     on conflict (run_id, counter) do update set n = n + excluded.n")
+                    .bind(&run)
+                    .execute(&mut *tx)
+                    .await?;
+                let n = sqlx::query("delete from jobs where run_id = $1 and status in ('succeeded', 'cancelled')")
+                    .bind(&run)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                n
+            }
+        };
+        tracing::info!(run = %run, jobs = deleted, "pruned finished jobs");
+        Ok(deleted)
+    }
+}
