@@ -50,6 +50,13 @@ struct ScoreArgs {
     /// Longest accepted field, in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     max_field_bytes: usize,
+    /// Keep the upload, run and results in this database (`sqlite://FILE` or `postgres://...`, e.g. the one
+    /// `leadscore serve` uses) instead of a throwaway SQLite file.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Leads scored at once (the worker pool's concurrency).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
 }
 
 /// Exit codes: 0 scored, 1 failed while working, 2 the input cannot be used (or `--strict` and a row was

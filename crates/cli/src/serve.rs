@@ -184,7 +184,7 @@ async fn shutdown_signal() {
 }
 
 /// The URL without its password, for logs.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];

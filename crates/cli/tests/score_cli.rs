@@ -13,8 +13,15 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The binary with no AI provider configured, whatever the environment of the test run says.
+fn command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_leadscore"));
+    c.current_dir(repo()).env_remove("OPENAI_API_KEY").env_remove("OPENAI_BASE_URL").env_remove("REDIS_URL");
+    c
+}
+
 fn leadscore(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leadscore")).args(args).current_dir(repo()).output().expect("runs")
+    command().args(args).output().expect("runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -142,9 +149,8 @@ fn unusable_input_exits_2_with_one_clear_line() {
 #[test]
 fn reads_stdin_and_writes_stdout() {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+    let mut child = command()
         .args(["score", "-", "--offer", "examples/offer.json", "--no-ai"])
-        .current_dir(repo())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -161,4 +167,57 @@ fn reads_stdin_and_writes_stdout() {
     let rows = rows(&String::from_utf8(o.stdout.clone()).expect("utf8"));
     assert_eq!(rows, [["Ann", "High", "80", "40", "rules_only", "skipped"]]);
     assert!(stderr(&o).contains("AI off (--no-ai)"), "{}", stderr(&o));
+}
+
+/// With a provider configured the command scores through the same queue and AI layer as `serve`: hybrid results
+/// (one request per lead), and `--database-url` keeps the upload, run and results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_with_the_ai_layer_and_keeps_the_run() {
+    use leadscore_fake_llm::{FakeConfig, FakeLlm};
+    let fake = FakeLlm::new(FakeConfig::default());
+    let addr = fake.spawn("127.0.0.1:0".parse().expect("addr")).await.expect("fake LLM");
+    let dir = scratch("ai");
+    let out = dir.join("scored.csv");
+    let db = format!("sqlite://{}", dir.join("kept.db").display());
+    let args = [
+        "score",
+        "examples/leads.csv",
+        "--offer",
+        "examples/offer.json",
+        "-o",
+        out.to_str().expect("utf8"),
+        "--database-url",
+        &db,
+    ]
+    .map(str::to_owned);
+    let o = tokio::task::spawn_blocking(move || {
+        command()
+            .args(args)
+            .env("OPENAI_BASE_URL", format!("http://{addr}/v1"))
+            .env("OPENAI_API_KEY", "sk-test")
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("joined");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(&out).expect("output");
+    let rows = rows(&csv);
+    assert_eq!(rows.len(), 16);
+    for r in &rows {
+        assert_eq!((r[4].as_str(), r[5].as_str()), ("hybrid", "ok"), "{r:?}");
+        let (score, rule): (i64, i64) = (r[2].parse().expect("score"), r[3].parse().expect("rule"));
+        assert!([10, 30, 50].contains(&(score - rule)), "final = rule + AI (50/30/10): {r:?}");
+    }
+    assert_eq!(rows[0][0], "John Doe", "input order is kept");
+    assert!(stderr(&o).contains("hybrid 16 | rules_only 0"), "{}", stderr(&o));
+    assert_eq!(fake.stats().requests, 16, "one request per lead");
+    let store = leadscore_store::Store::open(&db, &Default::default()).await.expect("kept database");
+    let page = leadscore_store::Page { limit: 10, after: None };
+    let runs = store.list_runs(leadscore_store::DEFAULT_WORKSPACE, &page).await.expect("runs");
+    assert_eq!(runs.items.len(), 1);
+    assert_eq!(runs.items[0].status, "completed");
+    let tallies = store.run_tallies(&runs.items[0].id).await.expect("tallies");
+    assert_eq!((tallies.jobs.succeeded, tallies.results.hybrid), (16, 16));
+    assert!(tallies.usage.prompt_tokens > 0 && tallies.usage.cost_usd > 0.0, "{tallies:?}");
 }

@@ -33,7 +33,8 @@ pub use offers::OfferRecord;
 pub use queue::{ClaimedJob, Completion, JobRecord, NewResult, RunSnapshot};
 pub use results::{ResultFilter, ResultRecord};
 pub use runs::{
-    Control, ControlOutcome, DEFAULT_MAX_ATTEMPTS, Idempotent, JobCounts, RunTallies, ResultCounts, RunRecord, Selection,
+    Control, ControlOutcome, DEFAULT_MAX_ATTEMPTS, Idempotent, JobCounts, ResultCounts, RunRecord,
+    RunTallies, Selection,
 };
 pub use sqlx;
 pub use uploads::{UploadError, UploadRecord, UploadWriter};

@@ -39,7 +39,10 @@ impl Store {
         let asked = if held.leader {
             sqlx::query_scalar::<_, bool>("select true").fetch_one(&mut *conn).await
         } else {
-            sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(MAINTENANCE_LOCK).fetch_one(&mut *conn).await
+            sqlx::query_scalar("select pg_try_advisory_lock($1)")
+                .bind(MAINTENANCE_LOCK)
+                .fetch_one(&mut *conn)
+                .await
         };
         match asked {
             Ok(lead) => {
@@ -90,25 +93,29 @@ impl Store {
                    returning run_id, status), \
                  credit as (insert into run_tallies (run_id, counter, n) \
                    select run_id, status, count(*) from gone group by run_id, status) \
-                 select count(*) from gone")
-                .bind(&run)
-                .fetch_one(pool)
-                .await? as u64,
+                 select count(*) from gone",
+            )
+            .bind(&run)
+            .fetch_one(pool)
+            .await? as u64,
             // One writer: the two statements of the transaction see the same jobs.
             Pool::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 sqlx::query(
                     "insert into run_tallies (run_id, counter, n) select run_id, status, count(*) from jobs \
                      where run_id = $1 and status in ('succeeded', 'cancelled') group by run_id, status \
-                     on conflict (run_id, counter) do update set n = n + excluded.n")
-                    .bind(&run)
-                    .execute(&mut *tx)
-                    .await?;
-                let n = sqlx::query("delete from jobs where run_id = $1 and status in ('succeeded', 'cancelled')")
-                    .bind(&run)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                     on conflict (run_id, counter) do update set n = n + excluded.n",
+                )
+                .bind(&run)
+                .execute(&mut *tx)
+                .await?;
+                let n = sqlx::query(
+                    "delete from jobs where run_id = $1 and status in ('succeeded', 'cancelled')",
+                )
+                .bind(&run)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
                 tx.commit().await?;
                 n
             }

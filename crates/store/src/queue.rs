@@ -269,7 +269,9 @@ impl Store {
                 rows
             }
             Pool::Sqlite(pool) => {
-                // One process writes SQLite, and each UPDATE is atomic: no SKIP LOCKED needed.
+                // One process writes SQLite, and each UPDATE is atomic: no SKIP LOCKED needed. One transaction
+                // over the runs: a failure claims nothing rather than jobs the caller never hears of.
+                let mut tx = pool.begin().await?;
                 let mut rows = Vec::new();
                 for run in &runs {
                     let room = limit.saturating_sub(rows.len()) as i64;
@@ -288,10 +290,11 @@ impl Store {
                     .bind(run)
                     .bind(now)
                     .bind(per_run.min(room))
-                    .fetch_all(pool)
+                    .fetch_all(&mut *tx)
                     .await?;
                     rows.append(&mut got);
                 }
+                tx.commit().await?;
                 rows
             }
         };
@@ -300,14 +303,19 @@ impl Store {
             r.dedup();
             r
         };
+        // The jobs are ours now whatever happens next: a failure here must not lose them (their leases would
+        // be renewed by this pool without anyone working on them).
         for run in started {
-            on_pool!(self, pool => {
-                sqlx::query("update runs set status = 'running', started_at = $1 where id = $2 and status = 'queued'")
-                    .bind(crate::now())
-                    .bind(run)
-                    .execute(pool)
-                    .await?;
-            });
+            let marked = on_pool!(self, pool => sqlx::query(
+                "update runs set status = 'running', started_at = $1 where id = $2 and status = 'queued'")
+                .bind(crate::now())
+                .bind(run)
+                .execute(pool)
+                .await
+                .map(|_| ()));
+            if let Err(e) = marked {
+                tracing::warn!(run = %run, error = %e, "marking the run started failed; the next claim retries");
+            }
         }
         Ok(claimed
             .drain(..)

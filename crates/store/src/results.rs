@@ -24,6 +24,25 @@ pub struct ResultRecord {
     pub scored_at: OffsetDateTime,
 }
 
+impl ResultRecord {
+    /// Writes this result as one row of the results CSV (DESIGN section 10).
+    pub fn write_csv<W: std::io::Write>(
+        &self,
+        out: &mut leadscore_core::results_csv::ResultsCsv<W>,
+    ) -> std::io::Result<()> {
+        let scored_at =
+            self.scored_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        out.write(&leadscore_core::results_csv::ResultRow {
+            lead_id: &self.lead.id,
+            lead: &self.lead.lead,
+            scoring: &self.scoring,
+            run_id: &self.run_id,
+            offer_id: &self.offer_id,
+            scored_at: &scored_at,
+        })
+    }
+}
+
 /// Which results to list.
 #[derive(Debug, Clone, Default)]
 pub struct ResultFilter {

@@ -251,7 +251,11 @@ impl Store {
             };
             *slot += n;
         }
-        t.jobs.total = t.jobs.queued + t.jobs.running + t.jobs.retrying + t.jobs.succeeded + t.jobs.failed
+        t.jobs.total = t.jobs.queued
+            + t.jobs.running
+            + t.jobs.retrying
+            + t.jobs.succeeded
+            + t.jobs.failed
             + t.jobs.cancelled;
         Ok(t)
     }

@@ -16,8 +16,10 @@ pub struct Prepared {
     pub key: String,
 }
 
-/// How long a job waits when the breaker is open without a known end.
-const BLOCKED_RETRY: Duration = Duration::from_secs(30);
+/// How long a job waits when the breaker is open without a known end (the key or model was rejected). Short on
+/// purpose: what holds the work back is the run's `blocked` status (claims skip blocked runs), and a job that was
+/// in flight while an operator resumed the run must not sit out a long deferral after the resume.
+const BLOCKED_RETRY: Duration = Duration::from_secs(2);
 
 /// Where verdicts are cached.
 enum Cache {

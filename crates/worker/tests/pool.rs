@@ -279,7 +279,10 @@ fn result_for(lead: &Lead, hybrid: bool) -> Box<leadscore_store::NewResult> {
     use leadscore_core::{AiOutcome, AiVerdict, Intent, Rules, Scoring};
     let offer = Offer { name: "x".into(), value_props: vec![], ideal_use_cases: vec!["B2B SaaS".into()] };
     let ai = if hybrid {
-        AiOutcome::Verdict { verdict: AiVerdict { intent: Intent::High, reasoning: "fits".into() }, cached: false }
+        AiOutcome::Verdict {
+            verdict: AiVerdict { intent: Intent::High, reasoning: "fits".into() },
+            cached: false,
+        }
     } else {
         AiOutcome::Failed { error: "boom".into() }
     };
@@ -315,7 +318,11 @@ async fn tallies_follow_every_transition(backend: Backend) {
         let result = result_for(&lead(i), i < 15);
         done.push(Completion::Succeeded { job: job.clone(), result });
     }
-    done.push(Completion::Failed { job: jobs[20].clone(), error: "429".into(), retry_in: Some(Duration::ZERO) });
+    done.push(Completion::Failed {
+        job: jobs[20].clone(),
+        error: "429".into(),
+        retry_in: Some(Duration::ZERO),
+    });
     done.push(Completion::Failed { job: jobs[21].clone(), error: "bad".into(), retry_in: None });
     s.complete_jobs("a", &done).await.expect("complete");
     let t = check("completions").await;
@@ -378,8 +385,7 @@ async fn one_maintenance_leader_at_a_time() {
     let first = db.store.lead_maintenance(&mut a).await.expect("a asks");
     let second = other.lead_maintenance(&mut b).await.expect("b asks");
     assert!(first ^ second, "exactly one leads: {first} {second}");
-    let (leader, follower, follower_store) =
-        if first { (a, &mut b, &other) } else { (b, &mut a, &db.store) };
+    let (leader, follower, follower_store) = if first { (a, &mut b, &other) } else { (b, &mut a, &db.store) };
     assert!(!follower_store.lead_maintenance(follower).await.expect("asks again"), "still led by the other");
     drop(leader); // its connection closes: the lock is free
     let deadline = Instant::now() + Duration::from_secs(5);

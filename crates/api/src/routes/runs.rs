@@ -4,11 +4,9 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use leadscore_core::results_csv::{ResultRow, ResultsCsv};
+use leadscore_core::results_csv::ResultsCsv;
 use leadscore_core::{Intent, RuleReason, ScoreBasis};
-use leadscore_store::{
-    Page, ResultFilter, ResultRecord, RunRecord, RunTallies, Selection, StoreError,
-};
+use leadscore_store::{Page, ResultFilter, ResultRecord, RunRecord, RunTallies, Selection, StoreError};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -655,18 +653,7 @@ fn export_stream(
                     ResultsCsv::without_header(&mut buf, extra.clone())
                 };
                 for r in &page.items {
-                    let scored_at = r
-                        .scored_at
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default();
-                    w.write(&ResultRow {
-                        lead_id: &r.lead.id,
-                        lead: &r.lead.lead,
-                        scoring: &r.scoring,
-                        run_id: &r.run_id,
-                        offer_id: &r.offer_id,
-                        scored_at: &scored_at,
-                    })?;
+                    r.write_csv(&mut w)?;
                 }
                 Ok(())
             })();
