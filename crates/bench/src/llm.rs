@@ -43,7 +43,7 @@ pub struct LlmArgs {
 
 const WS: &str = DEFAULT_WORKSPACE;
 
-fn offer() -> Offer {
+pub(crate) fn offer() -> Offer {
     Offer {
         name: "AI Outreach Automation".into(),
         value_props: vec!["24/7 outreach".into(), "6x more meetings".into()],
@@ -74,13 +74,24 @@ pub async fn run(args: &LlmArgs) -> Result<()> {
     result
 }
 
-/// Uploads `n` fresh leads (tagged, so no verdict is cached yet) and returns the upload id.
-async fn seed(store: &Store, n: u64, tag: &str) -> Result<String> {
-    let leads = crate::generate::leads(n, 7, tag);
+/// Uploads `n` fresh leads (tagged, so no verdict is cached yet) and returns the upload id. Generated and written
+/// 50,000 at a time, so a million leads never sit in memory at once.
+pub(crate) async fn seed(store: &Store, n: u64, tag: &str) -> Result<String> {
+    const CHUNK: u64 = 50_000;
     let mut w = store.begin_upload(WS, None).await?;
-    let rows: Vec<(u64, Lead)> = leads.into_iter().enumerate().map(|(i, l)| (i as u64 + 2, l)).collect();
-    for chunk in rows.chunks(5000) {
-        w.write_batch(chunk, &[]).await?;
+    let mut line = 2;
+    for (i, start) in (0..n).step_by(CHUNK as usize).enumerate() {
+        let leads = crate::generate::leads(CHUNK.min(n - start), 7 + i as u64, tag);
+        let rows: Vec<(u64, Lead)> = leads
+            .into_iter()
+            .map(|l| {
+                line += 1;
+                (line - 1, l)
+            })
+            .collect();
+        for chunk in rows.chunks(5000) {
+            w.write_batch(chunk, &[]).await?;
+        }
     }
     Ok(w.commit(&[]).await?.id)
 }
@@ -98,7 +109,7 @@ async fn timed_run(store: &Store, offer_id: &str, upload: &str, config: WorkerCo
     Ok(run.total as f64 / secs)
 }
 
-async fn wait_completed(store: &Store, run_id: &str, within: Duration) -> Result<()> {
+pub(crate) async fn wait_completed(store: &Store, run_id: &str, within: Duration) -> Result<()> {
     let deadline = Instant::now() + within;
     loop {
         let run = store.get_run(WS, run_id).await?.context("run vanished")?;
@@ -116,7 +127,7 @@ fn pool(concurrency: usize, ai: Option<std::sync::Arc<Ai>>) -> WorkerConfig {
     WorkerConfig { concurrency, ai, poll: Duration::from_millis(20), ..WorkerConfig::default() }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

@@ -3,6 +3,7 @@
 
 mod generate;
 mod llm;
+mod queue;
 mod upload;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Command {
     Upload(upload::UploadArgs),
     /// The AI layer against the fake LLM server: throughput at 200 ms, cache hits, shared rate limit, tokens.
     Llm(llm::LlmArgs),
+    /// The queue on PostgreSQL: throughput vs a no-op SKIP LOCKED loop, 1M-run creation, pollers, fairness, crash.
+    Queue(queue::QueueArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +35,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Llm(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(llm::run(&args))
+        }
+        Command::Queue(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(queue::run(&args))
         }
     }
 }

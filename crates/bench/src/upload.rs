@@ -187,7 +187,7 @@ async fn api_upload(server: &Path, url: &str, file: &Path) -> Result<(f64, u64, 
     Ok((secs, json["rows_accepted"].as_u64().unwrap_or(0), rss))
 }
 
-async fn wait_ready(base: &str) -> Result<()> {
+pub(crate) async fn wait_ready(base: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if reqwest::get(format!("{base}/readyz")).await.is_ok_and(|r| r.status().is_success()) {

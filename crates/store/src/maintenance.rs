@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use crate::{Pool, Result, Store, now, on_pool};
 
+/// A bulk write of at least this many rows refreshes the planner's statistics of its table right away.
+const ANALYZE_AFTER_ROWS: i64 = 10_000;
+
 /// The advisory lock key of the maintenance leader ("leadscor" in ASCII).
 const MAINTENANCE_LOCK: i64 = 0x6c65_6164_7363_6f72;
 
@@ -24,6 +27,21 @@ impl Leadership {
 }
 
 impl Store {
+    /// Refreshes the planner's statistics of `table` after a bulk write of `rows` rows (Postgres). Until autovacuum
+    /// gets to a fresh or much grown table (a minute or more), it is planned from stale numbers: measured, the
+    /// batched completion and the lead lookup of a new 20,000-lead run scanned whole tables instead of probing
+    /// the primary key (1,000 instead of 5,000+ leads/s). Sampling keeps `ANALYZE` well under a second.
+    pub(crate) async fn analyze_after_bulk_write(&self, table: &'static str, rows: i64) {
+        if rows < ANALYZE_AFTER_ROWS {
+            return;
+        }
+        if let Pool::Pg(pool) = &self.pool
+            && let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!("analyze {table}"))).execute(pool).await
+        {
+            tracing::warn!(table, error = %e, "ANALYZE failed; plans may be poor until autovacuum runs");
+        }
+    }
+
     /// Keeps or takes maintenance leadership; true when this process leads now. A lost connection loses it
     /// (another process may take the lock meanwhile); the next call reconnects and asks again.
     pub async fn lead_maintenance(&self, held: &mut Leadership) -> Result<bool> {

@@ -82,6 +82,12 @@ type Transition<'a> = (&'a ClaimedJob, &'static str, Option<&'a str>, Option<i64
 
 /// Postgres: the whole batch in one statement. The guarded `UPDATE` runs over the batch as arrays
 /// (`unnest`), and results are inserted only for the jobs it changed.
+///
+/// The guard is written `coalesce(status, '') = 'running'` on purpose: a plain `status = 'running'` matches the
+/// predicate of the partial index `jobs_leased`, and since statistics are taken while a run's jobs are queued the
+/// planner believes almost no job is running, scans every running job of the table and compares each with every
+/// row of the batch (measured: 170 ms for 256 completions with 1,464 jobs running). The wrapped form leaves the
+/// primary key as the only way in.
 async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completion], now: i64) -> Result<u64> {
     let mut runs = Vec::with_capacity(done.len());
     let mut leads = Vec::with_capacity(done.len());
@@ -111,7 +117,7 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
              attempts = jobs.attempts - input.refund, \
              run_at = coalesce(input.run_at, jobs.run_at), lease_owner = null, lease_expires_at = null \
            from input where jobs.run_id = input.run_id and jobs.lead_id = input.lead_id \
-             and jobs.status = 'running' and jobs.lease_owner = $6 \
+             and coalesce(jobs.status, '') = 'running' and jobs.lease_owner = $6 \
            returning jobs.run_id, jobs.lead_id), \
          res as ( \
            select * from unnest($7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::bigint[], \

@@ -185,6 +185,7 @@ impl Store {
             tx.commit().await?;
             inserted as i64
         });
+        self.analyze_after_bulk_write("jobs", total).await;
         self.notify_jobs().await;
         Ok(RunRecord { total, ..run })
     }

@@ -58,6 +58,7 @@ macro_rules! on_tx {
 /// Writes one upload inside a transaction. Dropping it without [`commit`](Self::commit) rolls everything
 /// back: that is what happens when the client goes away mid-upload.
 pub struct UploadWriter {
+    store: Store,
     tx: Tx,
     id: String,
     workspace: String,
@@ -108,6 +109,7 @@ impl Store {
             }
         };
         Ok(UploadWriter {
+            store: self.clone(),
             tx,
             id,
             workspace: workspace.to_owned(),
@@ -287,6 +289,7 @@ impl UploadWriter {
                 .await?;
             tx.commit().await?;
         });
+        self.store.analyze_after_bulk_write("leads", self.accepted).await;
         Ok(UploadRecord {
             id: self.id,
             filename: self.filename,
