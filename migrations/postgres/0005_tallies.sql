@@ -10,17 +10,22 @@ create table run_tallies (
 );
 create index run_tallies_run on run_tallies (run_id);
 
--- Transition tables are read through EXECUTE so that one statement serves inserts, updates and deletes.
+-- Static statements (plans cached per session); each branch names only the transition tables its event has.
 create function tally_jobs() returns trigger language plpgsql as $$
-declare
-    changed text := case tg_op
-        when 'INSERT' then 'select run_id, status, 1 as n from new_rows'
-        when 'DELETE' then 'select run_id, status, -1 as n from old_rows'
-        else 'select run_id, status, 1 as n from new_rows union all select run_id, status, -1 from old_rows'
-    end;
 begin
-    execute 'insert into run_tallies (run_id, counter, n) select run_id, status, sum(n) from (' || changed
-        || ') d group by run_id, status having sum(n) <> 0';
+    if tg_op = 'INSERT' then
+        insert into run_tallies (run_id, counter, n)
+        select run_id, status, count(*) from new_rows group by run_id, status;
+    elsif tg_op = 'DELETE' then
+        insert into run_tallies (run_id, counter, n)
+        select run_id, status, -count(*) from old_rows group by run_id, status;
+    else
+        insert into run_tallies (run_id, counter, n)
+        select run_id, status, sum(n) from (
+            select run_id, status, 1 as n from new_rows
+            union all select run_id, status, -1 from old_rows) d
+        group by run_id, status having sum(n) <> 0;
+    end if;
     return null;
 end $$;
 
@@ -31,20 +36,35 @@ create trigger jobs_tally_update after update on jobs referencing old table as o
 create trigger jobs_tally_delete after delete on jobs referencing old table as old_rows
     for each statement execute function tally_jobs();
 
+-- What one result adds to its run's tallies (sign -1: what it takes away).
+create function result_tally(basis text, prompt_tokens bigint, completion_tokens bigint, cost_usd float8,
+    sign int) returns table (counter text, n bigint) language sql immutable as $$
+    values (basis, sign::bigint), ('prompt_tokens', sign * coalesce(prompt_tokens, 0)),
+        ('completion_tokens', sign * coalesce(completion_tokens, 0)),
+        ('cost_nusd', sign * round(coalesce(cost_usd, 0) * 1e9)::bigint)
+$$;
+
 create function tally_results() returns trigger language plpgsql as $$
-declare
-    cols text := 'run_id, score_basis, coalesce(prompt_tokens, 0) as p, coalesce(completion_tokens, 0) as c, '
-        || 'round(coalesce(cost_usd, 0) * 1e9)::bigint as usd';
-    changed text := case tg_op
-        when 'INSERT' then 'select ' || cols || ', 1 as sign from new_rows'
-        when 'DELETE' then 'select ' || cols || ', -1 as sign from old_rows'
-        else 'select ' || cols || ', 1 as sign from new_rows union all select ' || cols || ', -1 from old_rows'
-    end;
 begin
-    execute 'insert into run_tallies (run_id, counter, n) select d.run_id, t.counter, sum(d.sign * t.n) from ('
-        || changed || ') d cross join lateral (values (d.score_basis, 1::bigint), (''prompt_tokens'', d.p), '
-        || '(''completion_tokens'', d.c), (''cost_nusd'', d.usd)) as t(counter, n) '
-        || 'group by d.run_id, t.counter having sum(d.sign * t.n) <> 0';
+    if tg_op = 'INSERT' then
+        insert into run_tallies (run_id, counter, n)
+        select r.run_id, t.counter, sum(t.n) from new_rows r
+        cross join lateral result_tally(r.score_basis, r.prompt_tokens, r.completion_tokens, r.cost_usd, 1) t
+        group by r.run_id, t.counter having sum(t.n) <> 0;
+    elsif tg_op = 'DELETE' then
+        insert into run_tallies (run_id, counter, n)
+        select r.run_id, t.counter, sum(t.n) from old_rows r
+        cross join lateral result_tally(r.score_basis, r.prompt_tokens, r.completion_tokens, r.cost_usd, -1) t
+        group by r.run_id, t.counter having sum(t.n) <> 0;
+    else
+        insert into run_tallies (run_id, counter, n)
+        select r.run_id, t.counter, sum(t.n) from (
+            select run_id, score_basis, prompt_tokens, completion_tokens, cost_usd, 1 as sign from new_rows
+            union all
+            select run_id, score_basis, prompt_tokens, completion_tokens, cost_usd, -1 from old_rows) r
+        cross join lateral result_tally(r.score_basis, r.prompt_tokens, r.completion_tokens, r.cost_usd, r.sign) t
+        group by r.run_id, t.counter having sum(t.n) <> 0;
+    end if;
     return null;
 end $$;
 
@@ -58,7 +78,6 @@ create trigger results_tally_delete after delete on results referencing old tabl
 -- Runs created before this migration.
 insert into run_tallies (run_id, counter, n) select run_id, status, count(*) from jobs group by run_id, status;
 insert into run_tallies (run_id, counter, n)
-select run_id, t.counter, sum(t.n) from results r cross join lateral (values (r.score_basis, 1::bigint),
-    ('prompt_tokens', coalesce(r.prompt_tokens, 0)), ('completion_tokens', coalesce(r.completion_tokens, 0)),
-    ('cost_nusd', round(coalesce(r.cost_usd, 0) * 1e9)::bigint)) as t(counter, n)
-group by run_id, t.counter having sum(t.n) <> 0;
+select r.run_id, t.counter, sum(t.n) from results r
+cross join lateral result_tally(r.score_basis, r.prompt_tokens, r.completion_tokens, r.cost_usd, 1) t
+group by r.run_id, t.counter having sum(t.n) <> 0;

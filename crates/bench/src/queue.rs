@@ -29,6 +29,9 @@ pub struct QueueArgs {
     /// Leads of the throughput and crash runs.
     #[arg(long, default_value_t = 100_000)]
     pub leads: u64,
+    /// Only the big run (skip the no-op loop, the end-to-end throughput and the crash run).
+    #[arg(long)]
+    pub big_only: bool,
     /// Jobs of the big run (creation time, pollers, fairness); 0 skips that part.
     #[arg(long, default_value_t = 1_000_000)]
     pub big: u64,
@@ -44,6 +47,9 @@ pub struct QueueArgs {
     /// Worker process counts of the end-to-end measurement.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub processes: Vec<usize>,
+    /// Pause of each poller between its requests in milliseconds (0: back to back, the worst case).
+    #[arg(long, default_value_t = 0)]
+    pub poll_interval_ms: u64,
     /// Seconds of polling.
     #[arg(long, default_value_t = 20)]
     pub poll_secs: u64,
@@ -60,11 +66,13 @@ pub async fn run(args: &QueueArgs) -> Result<()> {
     store.migrate().await?;
     let pg = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&url).await?;
     let result = async {
-        let noop = noop_loop(&pg, args).await?;
         let offer = store.create_offer(WS, &crate::llm::offer()).await?.id;
-        let upload = seed(&store, args.leads, "queue").await?;
-        end_to_end(args, &url, &store, &offer, &upload, noop).await?;
-        crash(args, &url, &store, &pg, &offer, &upload).await?;
+        if !args.big_only {
+            let noop = noop_loop(&pg, args).await?;
+            let upload = seed(&store, args.leads, "queue").await?;
+            end_to_end(args, &url, &store, &offer, &upload, noop).await?;
+            crash(args, &url, &store, &pg, &offer, &upload).await?;
+        }
         if args.big > 0 {
             big_run(args, &url, &store, &pg, &offer).await?;
         }
@@ -306,10 +314,14 @@ async fn big_run(args: &QueueArgs, url: &str, store: &Store, pool: &PgPool, offe
     let fair_upload = seed(store, 10, "fair").await?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.pollers).build()?;
     let until = Instant::now() + Duration::from_secs(args.poll_secs);
+    let pause = Duration::from_millis(args.poll_interval_ms);
     let pollers: Vec<_> = (0..args.pollers)
-        .map(|_| {
+        .map(|i| {
             let (http, key, target) = (http.clone(), key.clone(), format!("{base}/v1/runs/{}", run.id));
+            // Clients that pause between polls are spread over the interval, as independent clients are.
+            let offset = pause.mul_f64(i as f64 / args.pollers as f64);
             tokio::spawn(async move {
+                tokio::time::sleep(offset).await;
                 let mut lat = Vec::new();
                 while Instant::now() < until {
                     let t = Instant::now();
@@ -319,6 +331,7 @@ async fn big_run(args: &QueueArgs, url: &str, store: &Store, pool: &PgPool, offe
                     }
                     r.bytes().await?;
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    tokio::time::sleep(pause).await;
                 }
                 anyhow::Ok(lat)
             })
@@ -337,9 +350,14 @@ async fn big_run(args: &QueueArgs, url: &str, store: &Store, pool: &PgPool, offe
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
     println!(
-        "| `GET /v1/runs/{{id}}` on `leadscore-api`, {} concurrent pollers for {} s while 2 workers work the {}-job \
-         run | {} requests: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
+        "| `GET /v1/runs/{{id}}` on `leadscore-api`, {} concurrent pollers ({}) for {} s while 2 workers work the \
+         {}-job run | {} requests: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
         args.pollers,
+        if args.poll_interval_ms == 0 {
+            "back to back".to_owned()
+        } else {
+            format!("each every {} ms", args.poll_interval_ms)
+        },
         args.poll_secs,
         args.big,
         lat.len(),

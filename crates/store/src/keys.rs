@@ -1,5 +1,8 @@
 //! API keys: shown once, stored as a SHA-256 hash, each bound to one workspace.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use sha2::{Digest, Sha256};
 
 use crate::{Result, Store, StoreError, new_id, on_pool};
@@ -13,6 +16,11 @@ pub struct NewApiKey {
 }
 
 /// Keys are 256 random bits, so a plain SHA-256 is a sound way to store them (no password stretching needed).
+/// How long a known key is trusted without a lookup.
+pub const KNOWN_KEY_TTL: Duration = Duration::from_secs(60);
+/// Keys remembered at most (the memory is cleared when full).
+const KNOWN_KEYS_MAX: usize = 10_000;
+
 pub(crate) fn hash_key(key: &str) -> String {
     Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -57,15 +65,33 @@ impl Store {
         Ok(new)
     }
 
-    /// The workspace of a presented key, if the key is known.
+    /// The workspace of a presented key, if the key is known. Known keys are remembered for
+    /// [`KNOWN_KEY_TTL`] in this process (unknown ones are looked up every time, so a new key works at once);
+    /// a key deleted from `api_keys` by hand stops working within that time.
     pub async fn workspace_for_key(&self, key: &str) -> Result<Option<String>> {
         let hash = hash_key(key);
+        if let Some((ws, at)) = self.known_keys().get(&hash)
+            && at.elapsed() < KNOWN_KEY_TTL
+        {
+            return Ok(Some(ws.clone()));
+        }
         let ws = on_pool!(self, pool => sqlx::query_scalar::<_, String>(
             "select workspace_id from api_keys where key_hash = $1")
-            .bind(hash)
+            .bind(&hash)
             .fetch_optional(pool)
             .await?);
+        if let Some(ws) = &ws {
+            let mut known = self.known_keys();
+            if known.len() >= KNOWN_KEYS_MAX {
+                known.clear();
+            }
+            known.insert(hash, (ws.clone(), Instant::now()));
+        }
         Ok(ws)
+    }
+
+    fn known_keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        self.known_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether any key exists: then every request must present one.

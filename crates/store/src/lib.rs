@@ -133,6 +133,10 @@ pub struct Store {
     /// Ids of runs whose counts or status changed (written here, or on Postgres announced by another process
     /// through `LISTEN leadscore_progress`): what feeds `GET /v1/runs/{id}/events`.
     pub(crate) progress: tokio::sync::broadcast::Sender<String>,
+    /// Keys seen recently (hash -> workspace and when it was read): most requests of a client, a poller above
+    /// all, then cost no lookup. See [`Store::workspace_for_key`].
+    pub(crate) known_keys:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>>,
 }
 
 /// How to open the database.
@@ -183,6 +187,7 @@ impl Store {
             pool,
             jobs_enqueued: Default::default(),
             progress: tokio::sync::broadcast::channel(1024).0,
+            known_keys: Default::default(),
         })
     }
 
