@@ -417,26 +417,54 @@ impl Store {
         Ok(applied)
     }
 
-    /// Extends the lease of every job `worker` holds. On Postgres rows locked by a completion in flight are
-    /// skipped rather than waited for: lease upkeep and completions never deadlock.
-    pub async fn renew_leases(&self, worker: &str, lease: Duration) -> Result<u64> {
+    /// Extends the leases of `jobs` (run id, lead id) that `worker` still holds: only the jobs the pool is
+    /// working on or has yet to write, so a job whose claim answer was lost, or whose completion was lost with
+    /// a database crash, is not kept alive by its pool but expires and is rescued. On Postgres rows locked by a
+    /// completion in flight are skipped rather than waited for: lease upkeep and completions never deadlock.
+    pub async fn renew_leases(
+        &self,
+        worker: &str,
+        jobs: &[(String, String)],
+        lease: Duration,
+    ) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
         let expires = now_millis() + lease.as_millis() as i64;
+        let (runs, leads): (Vec<&str>, Vec<&str>) =
+            jobs.iter().map(|(r, l)| (r.as_str(), l.as_str())).unzip();
         let n = match &self.pool {
+            // `coalesce(status, '')`: see `complete_set_based` (keeps the planner on the primary key).
             Pool::Pg(pool) => sqlx::query(
-                "update jobs set lease_expires_at = $1 where (run_id, lead_id) in (select run_id, lead_id from jobs \
-                   where lease_owner = $2 and status = 'running' for update skip locked)")
+                "update jobs set lease_expires_at = $1 where (run_id, lead_id) in ( \
+                   select j.run_id, j.lead_id from unnest($3::text[], $4::text[]) as k(run_id, lead_id) \
+                   join jobs j on j.run_id = k.run_id and j.lead_id = k.lead_id \
+                   where j.lease_owner = $2 and coalesce(j.status, '') = 'running' for update of j skip locked)")
                 .bind(expires)
                 .bind(worker)
+                .bind(&runs)
+                .bind(&leads)
                 .execute(pool)
                 .await?
                 .rows_affected(),
-            Pool::Sqlite(pool) => sqlx::query(
-                "update jobs set lease_expires_at = $1 where lease_owner = $2 and status = 'running'")
-                .bind(expires)
-                .bind(worker)
-                .execute(pool)
-                .await?
-                .rows_affected(),
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let mut n = 0;
+                for (run, lead) in runs.iter().zip(&leads) {
+                    n += sqlx::query(
+                        "update jobs set lease_expires_at = $1 where run_id = $3 and lead_id = $4 \
+                         and lease_owner = $2 and status = 'running'")
+                        .bind(expires)
+                        .bind(worker)
+                        .bind(run)
+                        .bind(lead)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+                n
+            }
         };
         Ok(n)
     }

@@ -11,7 +11,7 @@ mod ai;
 
 pub use ai::{Ai, AiSetupError};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,8 +75,15 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let (done_tx, done_rx) = mpsc::channel::<Done>(config.concurrency * 2);
     let contexts: RunCache = Arc::default();
-    let writer = tokio::spawn(write_completions(store.clone(), config.clone(), done_rx, contexts.clone()));
-    let upkeep = tokio::spawn(maintain(store.clone(), config.clone(), shutdown.clone()));
+    let held: Held = Arc::default();
+    let writer = tokio::spawn(write_completions(
+        store.clone(),
+        config.clone(),
+        done_rx,
+        contexts.clone(),
+        held.clone(),
+    ));
+    let upkeep = tokio::spawn(maintain(store.clone(), config.clone(), shutdown.clone(), held.clone()));
     let listener = tokio::spawn(listen(store.clone()));
     if let Some(ai) = &config.ai {
         resume_after_restart(&store, ai).await;
@@ -120,6 +127,7 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
             }
         };
         idle = jobs.is_empty();
+        lock(&held).extend(jobs.iter().map(key));
         if jobs.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {},
@@ -179,6 +187,17 @@ struct RunContext {
 }
 
 type RunCache = Arc<Mutex<HashMap<String, Arc<RunContext>>>>;
+
+/// The jobs this pool holds a lease on and has not written yet (run id, lead id): the ones it renews.
+type Held = Arc<Mutex<HashSet<(String, String)>>>;
+
+fn key(job: &ClaimedJob) -> (String, String) {
+    (job.run_id.clone(), job.lead_id.clone())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 type JobInput = Result<(Arc<RunContext>, Lead), Completion>;
 
 /// Loads what the claimed jobs need with one query per run (not per job): the run context (cached) and the
@@ -239,7 +258,7 @@ async fn run_context(
     cache: &RunCache,
     run_id: &str,
 ) -> leadscore_store::Result<Option<Arc<RunContext>>> {
-    if let Some(ctx) = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(run_id) {
+    if let Some(ctx) = lock(cache).get(run_id) {
         return Ok(Some(ctx.clone()));
     }
     let Some(snap) = store.run_snapshot(run_id).await? else { return Ok(None) };
@@ -249,7 +268,7 @@ async fn run_context(
         offer: snap.offer,
         max_cost_usd: snap.max_cost_usd,
     });
-    cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(run_id.to_owned(), ctx.clone());
+    lock(cache).insert(run_id.to_owned(), ctx.clone());
     Ok(Some(ctx))
 }
 
@@ -311,6 +330,7 @@ async fn write_completions(
     config: WorkerConfig,
     mut rx: mpsc::Receiver<Done>,
     contexts: RunCache,
+    held: Held,
 ) {
     let worker = config.id;
     let mut received = Vec::with_capacity(WRITE_BATCH);
@@ -329,6 +349,11 @@ async fn write_completions(
         loop {
             match store.complete_jobs(&worker, &batch).await {
                 Ok(applied) => {
+                    let mut held = lock(&held);
+                    for c in &batch {
+                        held.remove(&key(c.job()));
+                    }
+                    drop(held);
                     if applied < batch.len() as u64 {
                         tracing::info!(
                             stale = batch.len() as u64 - applied,
@@ -356,7 +381,7 @@ async fn write_completions(
 /// Pauses the runs of `batch` that have a cost cap and reached it (only capped runs are summed).
 async fn pause_over_budget(store: &Store, contexts: &RunCache, batch: &[Completion]) {
     let capped: Vec<&str> = {
-        let cache = contexts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cache = lock(contexts);
         let mut runs: Vec<&str> = batch
             .iter()
             .map(|c| c.job().run_id.as_str())
@@ -409,7 +434,7 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Renews this pool's leases (every third of the lease) and, while this process leads maintenance, does the
 /// upkeep shared by all processes (see [`shared_upkeep`]).
-async fn maintain(store: Store, config: WorkerConfig, mut shutdown: watch::Receiver<bool>) {
+async fn maintain(store: Store, config: WorkerConfig, mut shutdown: watch::Receiver<bool>, held: Held) {
     let renew_every = config.lease / 3;
     let mut tick = tokio::time::interval(UPKEEP_EVERY.min(renew_every));
     let mut renewed = tokio::time::Instant::now();
@@ -419,7 +444,8 @@ async fn maintain(store: Store, config: WorkerConfig, mut shutdown: watch::Recei
         tokio::select! { _ = tick.tick() => {}, _ = shutdown.changed() => {} }
         if renewed.elapsed() >= renew_every {
             renewed = tokio::time::Instant::now();
-            if let Err(e) = store.renew_leases(&config.id, config.lease).await {
+            let jobs: Vec<(String, String)> = lock(&held).iter().cloned().collect();
+            if let Err(e) = store.renew_leases(&config.id, &jobs, config.lease).await {
                 tracing::warn!(error = %e, "renewing leases failed");
             }
         }

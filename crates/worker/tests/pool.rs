@@ -27,7 +27,8 @@ both_backends!(
     small_runs_are_not_starved,
     selections,
     tallies_follow_every_transition,
-    pruning_keeps_counts_and_results
+    pruning_keeps_counts_and_results,
+    a_stray_lease_is_not_kept_alive
 );
 
 const WS: &str = DEFAULT_WORKSPACE;
@@ -417,4 +418,29 @@ async fn pruning_keeps_counts_and_results(backend: Backend) {
         .expect("results");
     assert_eq!(page.items.len(), 30, "results stay");
     assert_eq!(s.prune_finished_jobs(Duration::ZERO).await.expect("prune"), 0, "nothing left to prune");
+}
+
+/// A job leased under the pool's id that the pool does not work on (its claim answer was lost) is not renewed
+/// by the pool: its lease expires, it is rescued, and the pool scores it.
+async fn a_stray_lease_is_not_kept_alive(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let (offer, upload) = seed(s, 1).await;
+    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let stray = s.claim_jobs("pool-p", 10, Duration::from_secs(1)).await.expect("claim");
+    assert_eq!(stray.len(), 1);
+    let (stop, stopped) = watch::channel(false);
+    let config = WorkerConfig {
+        id: "pool-p".into(),
+        concurrency: 4,
+        lease: Duration::from_secs(2),
+        poll: Duration::from_millis(20),
+        ..WorkerConfig::default()
+    };
+    let pool = tokio::spawn(leadscore_worker::run(s.clone(), config, stopped));
+    wait_completed(s, &run.id, Duration::from_secs(15)).await;
+    let jobs = s.list_jobs(&run.id, None, &Page { limit: 10, after: None }).await.expect("jobs");
+    assert_eq!((jobs.items[0].status.as_str(), jobs.items[0].attempts), ("succeeded", 2), "{:?}", jobs.items);
+    stop.send(true).expect("stop");
+    pool.await.expect("pool exits");
 }
