@@ -83,7 +83,7 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
         contexts.clone(),
         held.clone(),
     ));
-    let upkeep = tokio::spawn(maintain(store.clone(), config.clone(), shutdown.clone(), held.clone()));
+    let upkeep = tokio::spawn(maintain(store.clone(), config.clone(), held.clone()));
     let listener = tokio::spawn(listen(store.clone()));
     if let Some(ai) = &config.ai {
         resume_after_restart(&store, ai).await;
@@ -198,6 +198,7 @@ fn key(job: &ClaimedJob) -> (String, String) {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
 type JobInput = Result<(Arc<RunContext>, Lead), Completion>;
 
 /// Loads what the claimed jobs need with one query per run (not per job): the run context (cached) and the
@@ -433,15 +434,17 @@ async fn listen(store: Store) {
 const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Renews this pool's leases (every third of the lease) and, while this process leads maintenance, does the
-/// upkeep shared by all processes (see [`shared_upkeep`]).
-async fn maintain(store: Store, config: WorkerConfig, mut shutdown: watch::Receiver<bool>, held: Held) {
+/// upkeep shared by all processes (see [`shared_upkeep`]). Runs until the pool aborts it after draining: leases
+/// must be renewed while in-flight jobs finish.
+async fn maintain(store: Store, config: WorkerConfig, held: Held) {
     let renew_every = config.lease / 3;
     let mut tick = tokio::time::interval(UPKEEP_EVERY.min(renew_every));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renewed = tokio::time::Instant::now();
     let mut leadership = Leadership::default();
     let mut ticks = 0u64;
     loop {
-        tokio::select! { _ = tick.tick() => {}, _ = shutdown.changed() => {} }
+        tick.tick().await;
         if renewed.elapsed() >= renew_every {
             renewed = tokio::time::Instant::now();
             let jobs: Vec<(String, String)> = lock(&held).iter().cloned().collect();
