@@ -30,7 +30,7 @@ pub use keys::NewApiKey;
 pub use leads::LeadRecord;
 pub use maintenance::Leadership;
 pub use offers::OfferRecord;
-pub use queue::{ClaimedJob, Completion, JobRecord, NewResult, RunSnapshot};
+pub use queue::{ClaimedJob, ClaimedWork, Completion, JobRecord, NewResult, RunSnapshot};
 pub use results::{ResultFilter, ResultRecord};
 pub use runs::{
     Control, ControlOutcome, DEFAULT_MAX_ATTEMPTS, Idempotent, JobCounts, ResultCounts, RunRecord,

@@ -2,6 +2,7 @@
 //! moving `run_at`, and rescue expired leases. Every write to a running job is guarded by
 //! `status = 'running' AND lease_owner = me`, so a worker whose lease was rescued changes nothing.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use leadscore_core::Scoring;
@@ -224,6 +225,21 @@ impl ResultArrays {
     }
 }
 
+fn work_from_row(r: &sqlx::postgres::PgRow) -> Result<ClaimedWork> {
+    use crate::row::DbRow;
+    let job = ClaimedJob {
+        run_id: r.text("job_run_id")?,
+        lead_id: r.text("job_lead_id")?,
+        attempts: r.int("job_attempts")?,
+        max_attempts: r.int("job_max_attempts")?,
+    };
+    let lead = match r.opt_text("id")? {
+        Some(_) => Some(crate::leads::from_row(r)?),
+        None => None,
+    };
+    Ok(ClaimedWork { job, lead })
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| crate::StoreError::Corrupt(e.to_string()))
 }
@@ -232,99 +248,147 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
 /// behind a large one is served in the very next claims.
 const FAIR_RUNS: i64 = 64;
 
+/// A claimed job with what a worker needs to score it besides the run's snapshot.
+#[derive(Debug, Clone)]
+pub struct ClaimedWork {
+    pub job: ClaimedJob,
+    /// `None`: the lead no longer exists.
+    pub lead: Option<crate::LeadRecord>,
+}
+
 impl Store {
     /// Claims up to `limit` due jobs for `worker`, spread over the active runs, with a lease of `lease`.
     pub async fn claim_jobs(&self, worker: &str, limit: usize, lease: Duration) -> Result<Vec<ClaimedJob>> {
+        Ok(self.claim_work(worker, limit, lease).await?.into_iter().map(|w| w.job).collect())
+    }
+
+    /// [`claim_jobs`](Self::claim_jobs), returning the claimed jobs' leads too. On Postgres one statement picks
+    /// the active runs, claims about `limit / runs` due jobs of each, marks newly started runs and reads the
+    /// leads: one round trip per batch.
+    pub async fn claim_work(&self, worker: &str, limit: usize, lease: Duration) -> Result<Vec<ClaimedWork>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let now = now_millis();
         let expires = now + lease.as_millis() as i64;
-        let runs: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(
-            "select id from runs where status in ('queued', 'running') order by id limit $1")
-            .bind(FAIR_RUNS)
-            .fetch_all(pool)
-            .await?);
-        if runs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let per_run = (limit / runs.len()).max(1) as i64;
-        let mut claimed = match &self.pool {
+        match &self.pool {
             Pool::Pg(pool) => {
-                let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-                    "with picked as ( \
-                       select j.run_id, j.lead_id from unnest($1::text[]) as a(run_id) \
-                       cross join lateral ( \
+                let lead_columns: Vec<String> =
+                    crate::leads::LEAD_COLUMNS.split(',').map(|c| format!("l.{}", c.trim())).collect();
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "with active as (select id from runs where status in ('queued', 'running') order by id limit $1), \
+                     quota as (select greatest($2 / greatest(count(*), 1), 1) as per_run from active), \
+                     picked as ( \
+                       select j.run_id, j.lead_id from active a cross join lateral ( \
                          select run_id, lead_id from jobs \
-                         where jobs.run_id = a.run_id and status in ('queued', 'retrying') and run_at <= $2 \
-                         order by run_at limit $3 for update skip locked) j \
-                       limit $4) \
-                     update jobs set status = 'running', attempts = jobs.attempts + 1, lease_owner = $5, \
-                       lease_expires_at = $6 \
-                     from picked where jobs.run_id = picked.run_id and jobs.lead_id = picked.lead_id \
-                     returning jobs.run_id, jobs.lead_id, jobs.attempts, jobs.max_attempts",
-                )
-                .bind(&runs)
-                .bind(now)
-                .bind(per_run)
+                         where jobs.run_id = a.id and status in ('queued', 'retrying') and run_at <= $3 \
+                         order by run_at limit (select per_run from quota) for update skip locked) j \
+                       limit $2), \
+                     claimed as ( \
+                       update jobs set status = 'running', attempts = jobs.attempts + 1, lease_owner = $4, \
+                         lease_expires_at = $5 \
+                       from picked where jobs.run_id = picked.run_id and jobs.lead_id = picked.lead_id \
+                       returning jobs.run_id, jobs.lead_id, jobs.attempts, jobs.max_attempts), \
+                     started as ( \
+                       update runs set status = 'running', started_at = $6 \
+                       where id in (select run_id from claimed) and status = 'queued') \
+                     select c.run_id as job_run_id, c.lead_id as job_lead_id, c.attempts as job_attempts, \
+                       c.max_attempts as job_max_attempts, {} \
+                     from claimed c join runs r on r.id = c.run_id \
+                     left join leads l on l.workspace_id = r.workspace_id and l.id = c.lead_id",
+                    lead_columns.join(", ")
+                )))
+                .bind(FAIR_RUNS)
                 .bind(limit as i64)
+                .bind(now)
                 .bind(worker)
                 .bind(expires)
+                .bind(crate::now())
                 .fetch_all(pool)
                 .await?;
-                rows
+                rows.iter().map(work_from_row).collect()
             }
-            Pool::Sqlite(pool) => {
-                // One process writes SQLite, and each UPDATE is atomic: no SKIP LOCKED needed. One transaction
-                // over the runs: a failure claims nothing rather than jobs the caller never hears of.
-                let mut tx = pool.begin().await?;
-                let mut rows = Vec::new();
-                for run in &runs {
-                    let room = limit.saturating_sub(rows.len()) as i64;
-                    if room == 0 {
-                        break;
-                    }
-                    let mut got: Vec<(String, String, i64, i64)> = sqlx::query_as(
-                        "update jobs set status = 'running', attempts = attempts + 1, lease_owner = $1, \
-                           lease_expires_at = $2 \
-                         where run_id = $3 and lead_id in (select lead_id from jobs where run_id = $3 \
-                           and status in ('queued', 'retrying') and run_at <= $4 order by run_at limit $5) \
-                         returning run_id, lead_id, attempts, max_attempts",
-                    )
-                    .bind(worker)
-                    .bind(expires)
-                    .bind(run)
-                    .bind(now)
-                    .bind(per_run.min(room))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    rows.append(&mut got);
+            Pool::Sqlite(_) => {
+                let jobs = self.claim_sqlite(worker, limit, now, expires).await?;
+                let mut by_run: HashMap<String, Vec<ClaimedJob>> = HashMap::new();
+                for job in jobs {
+                    by_run.entry(job.run_id.clone()).or_default().push(job);
                 }
-                tx.commit().await?;
-                rows
-            }
-        };
-        let started: Vec<&String> = {
-            let mut r: Vec<&String> = claimed.iter().map(|c| &c.0).collect();
-            r.dedup();
-            r
-        };
-        // The jobs are ours now whatever happens next: a failure here must not lose them (their leases would
-        // be renewed by this pool without anyone working on them).
-        for run in started {
-            let marked = on_pool!(self, pool => sqlx::query(
-                "update runs set status = 'running', started_at = $1 where id = $2 and status = 'queued'")
-                .bind(crate::now())
-                .bind(run)
-                .execute(pool)
-                .await
-                .map(|_| ()));
-            if let Err(e) = marked {
-                tracing::warn!(run = %run, error = %e, "marking the run started failed; the next claim retries");
+                let mut work = Vec::new();
+                for (run, jobs) in by_run {
+                    let Some(snap) = self.run_snapshot(&run).await? else {
+                        work.extend(jobs.into_iter().map(|job| ClaimedWork { job, lead: None }));
+                        continue;
+                    };
+                    let ids: Vec<String> = jobs.iter().map(|j| j.lead_id.clone()).collect();
+                    let mut leads: HashMap<String, crate::LeadRecord> = self
+                        .leads_by_ids(&snap.workspace, &ids)
+                        .await?
+                        .into_iter()
+                        .map(|l| (l.id.clone(), l))
+                        .collect();
+                    work.extend(jobs.into_iter().map(|job| {
+                        let lead = leads.remove(&job.lead_id);
+                        ClaimedWork { job, lead }
+                    }));
+                }
+                Ok(work)
             }
         }
-        Ok(claimed
-            .drain(..)
+    }
+
+    /// SQLite: one process writes, and each UPDATE is atomic, so no SKIP LOCKED is needed. One transaction over
+    /// the runs: a failure claims nothing rather than jobs the caller never hears of.
+    async fn claim_sqlite(
+        &self,
+        worker: &str,
+        limit: usize,
+        now: i64,
+        expires: i64,
+    ) -> Result<Vec<ClaimedJob>> {
+        let Pool::Sqlite(pool) = &self.pool else { return Ok(Vec::new()) };
+        let mut tx = pool.begin().await?;
+        let runs: Vec<String> = sqlx::query_scalar(
+            "select id from runs where status in ('queued', 'running') order by id limit $1",
+        )
+        .bind(FAIR_RUNS)
+        .fetch_all(&mut *tx)
+        .await?;
+        let per_run = (limit / runs.len().max(1)).max(1) as i64;
+        let mut rows: Vec<(String, String, i64, i64)> = Vec::new();
+        for run in &runs {
+            let room = limit.saturating_sub(rows.len()) as i64;
+            if room == 0 {
+                break;
+            }
+            let mut got: Vec<(String, String, i64, i64)> = sqlx::query_as(
+                "update jobs set status = 'running', attempts = attempts + 1, lease_owner = $1, \
+                   lease_expires_at = $2 \
+                 where run_id = $3 and lead_id in (select lead_id from jobs where run_id = $3 \
+                   and status in ('queued', 'retrying') and run_at <= $4 order by run_at limit $5) \
+                 returning run_id, lead_id, attempts, max_attempts",
+            )
+            .bind(worker)
+            .bind(expires)
+            .bind(run)
+            .bind(now)
+            .bind(per_run.min(room))
+            .fetch_all(&mut *tx)
+            .await?;
+            if !got.is_empty() {
+                sqlx::query(
+                    "update runs set status = 'running', started_at = $1 where id = $2 and status = 'queued'",
+                )
+                .bind(crate::now())
+                .bind(run)
+                .execute(&mut *tx)
+                .await?;
+            }
+            rows.append(&mut got);
+        }
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
             .map(|(run_id, lead_id, attempts, max_attempts)| ClaimedJob {
                 run_id,
                 lead_id,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use leadscore_core::prompt::injection_suspected;
 use leadscore_core::{AiOutcome, AiVerdict, Flag, Lead, Offer, Rules, Scoring};
-use leadscore_store::{ClaimedJob, Completion, Leadership, NewResult, Store};
+use leadscore_store::{ClaimedJob, ClaimedWork, Completion, Leadership, NewResult, Store};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
 
@@ -115,7 +115,7 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
         if free == 0 {
             continue;
         }
-        let jobs = match store.claim_jobs(&config.id, free, config.lease).await {
+        let jobs = match store.claim_work(&config.id, free, config.lease).await {
             Ok(jobs) => {
                 backoff = config.poll;
                 jobs
@@ -127,7 +127,7 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
             }
         };
         idle = jobs.is_empty();
-        lock(&held).extend(jobs.iter().map(key));
+        lock(&held).extend(jobs.iter().map(|w| key(&w.job)));
         if jobs.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {},
@@ -177,10 +177,9 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
     tracing::info!(worker = %config.id, "worker pool stopped");
 }
 
-/// What every job of a run shares: its workspace, its offer snapshot with the rule layer prepared for it, and
+/// What every job of a run shares: its offer snapshot with the rule layer prepared for it, and
 /// its cost cap.
 struct RunContext {
-    workspace: String,
     offer: Offer,
     rules: Rules,
     max_cost_usd: Option<f64>,
@@ -201,47 +200,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 type JobInput = Result<(Arc<RunContext>, Lead), Completion>;
 
-/// Loads what the claimed jobs need with one query per run (not per job): the run context (cached) and the
-/// leads. A job whose inputs cannot be had becomes a completion right away.
-async fn load_inputs(store: &Store, cache: &RunCache, jobs: Vec<ClaimedJob>) -> Vec<(ClaimedJob, JobInput)> {
-    let mut by_run: HashMap<String, Vec<ClaimedJob>> = HashMap::new();
-    for job in jobs {
-        by_run.entry(job.run_id.clone()).or_default().push(job);
-    }
-    let mut out = Vec::new();
-    for (run_id, jobs) in by_run {
-        let loaded = match run_context(store, cache, &run_id).await {
-            Ok(Some(ctx)) => {
-                let ids: Vec<String> = jobs.iter().map(|j| j.lead_id.clone()).collect();
-                store.leads_by_ids(&ctx.workspace, &ids).await.map(|leads| Some((ctx, leads)))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
+/// Pairs each claimed job with its run context (cached per run; the lead came with the claim). A job whose
+/// inputs cannot be had becomes a completion right away.
+async fn load_inputs(store: &Store, cache: &RunCache, work: Vec<ClaimedWork>) -> Vec<(ClaimedJob, JobInput)> {
+    let mut out = Vec::with_capacity(work.len());
+    for ClaimedWork { job, lead, .. } in work {
+        let input = match (run_context(store, cache, &job.run_id).await, lead) {
+            (Ok(Some(ctx)), Some(lead)) => Ok((ctx, lead.lead)),
+            (Ok(_), _) => Err(gone(&job)),
+            (Err(e), _) => Err(Completion::Failed {
+                job: job.clone(),
+                error: e.to_string(),
+                retry_in: Some(retry_delay(job.attempts)),
+            }),
         };
-        match loaded {
-            Ok(Some((ctx, leads))) => {
-                let mut leads: HashMap<String, Lead> = leads.into_iter().map(|l| (l.id, l.lead)).collect();
-                for job in jobs {
-                    let input = match leads.remove(&job.lead_id) {
-                        Some(lead) => Ok((ctx.clone(), lead)),
-                        None => Err(gone(&job)),
-                    };
-                    out.push((job, input));
-                }
-            }
-            Ok(None) => out.extend(jobs.into_iter().map(|job| {
-                let c = gone(&job);
-                (job, Err(c))
-            })),
-            Err(e) => out.extend(jobs.into_iter().map(|job| {
-                let c = Completion::Failed {
-                    job: job.clone(),
-                    error: e.to_string(),
-                    retry_in: Some(retry_delay(job.attempts)),
-                };
-                (job, Err(c))
-            })),
-        }
+        out.push((job, input));
     }
     out
 }
@@ -264,7 +237,6 @@ async fn run_context(
     }
     let Some(snap) = store.run_snapshot(run_id).await? else { return Ok(None) };
     let ctx = Arc::new(RunContext {
-        workspace: snap.workspace,
         rules: Rules::for_offer(&snap.offer),
         offer: snap.offer,
         max_cost_usd: snap.max_cost_usd,
