@@ -347,7 +347,9 @@ impl Store {
         expires: i64,
     ) -> Result<Vec<ClaimedJob>> {
         let Pool::Sqlite(pool) = &self.pool else { return Ok(Vec::new()) };
-        let mut tx = pool.begin().await?;
+        // IMMEDIATE: the write lock now, waited for on busy_timeout; a read-then-write transaction would fail at
+        // once with SQLITE_BUSY if another connection wrote in between.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let runs: Vec<String> = sqlx::query_scalar(
             "select id from runs where status in ('queued', 'running') order by id limit $1",
         )
