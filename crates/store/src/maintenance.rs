@@ -74,13 +74,17 @@ impl Store {
         }
     }
 
-    /// Folds the tally deltas of runs that gathered many into one row per counter (Postgres appends a delta per
-    /// statement; SQLite keeps one row per counter already). Safe next to writers and other compactions: a
+    /// Folds the tally deltas of active runs that gathered many into one row per counter (Postgres appends a
+    /// delta per statement; SQLite keeps one row per counter already). Only active runs are looked at, so the
+    /// cost does not grow with the number of runs ever made; a finished run keeps the few deltas of its last
+    /// second. Safe next to writers and other compactions: a
     /// delta is either deleted and summed by this statement or left as it is. Returns the rows removed.
     pub async fn compact_tallies(&self) -> Result<u64> {
         let Pool::Pg(pool) = &self.pool else { return Ok(0) };
         let removed: i64 = sqlx::query_scalar(
-            "with crowded as (select run_id from run_tallies group by run_id having count(*) > 16), \
+            "with crowded as (select run_id from run_tallies \
+               where run_id in (select id from runs where status in ('queued', 'running')) \
+               group by run_id having count(*) > 16), \
              gone as (delete from run_tallies t using crowded c where t.run_id = c.run_id \
                returning t.run_id, t.counter, t.n), \
              folded as (insert into run_tallies (run_id, counter, n) select run_id, counter, sum(n) from gone \

@@ -360,13 +360,16 @@ async fn tallies_follow_every_transition(backend: Backend) {
     // `retry` re-queues the failed job and the 5 rules-only results; their new results replace the old ones.
     let moved = s.control_run(WS, &run.id, Control::Retry).await.expect("retry").expect("run");
     assert_eq!(moved, ControlOutcome::Applied(6));
-    assert_eq!(check("retry").await.jobs.queued, 6);
+    let t = check("retry").await;
+    assert_eq!(t.jobs.queued, 6);
+    // The run is active again: compaction folds its deltas (Postgres) and changes no count.
+    let folded = s.compact_tallies().await.expect("compact");
+    assert!(backend == Backend::Sqlite || folded > 0, "a delta per statement was folded");
+    assert_eq!(check("compaction").await, t);
     work_off("d").await;
     let t = check("re-scored").await;
     assert_eq!((t.jobs.succeeded, t.results.hybrid, t.results.rules_only), (40, 40, 0));
     assert_eq!(t.usage.prompt_tokens, 40 * 300, "replaced results no longer count");
-    s.compact_tallies().await.expect("compact");
-    assert_eq!(check("compaction").await, t);
     // Cancel: queued jobs are cancelled at once, running ones finish.
     let (offer, upload) = seed(s, 10).await;
     let other = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
