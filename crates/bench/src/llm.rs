@@ -14,7 +14,7 @@ use leadscore_core::prompt::build_prompt;
 use leadscore_core::{Lead, Offer};
 use leadscore_fake_llm::{FakeConfig, FakeLlm};
 use leadscore_llm::{LlmConfig, Prices};
-use leadscore_store::{ConnectOptions, DEFAULT_WORKSPACE, Selection, Store};
+use leadscore_store::{DEFAULT_WORKSPACE, Selection, Store};
 use leadscore_worker::{Ai, WorkerConfig};
 
 #[derive(Debug, clap::Args)]
@@ -53,13 +53,7 @@ pub(crate) fn offer() -> Offer {
 
 pub async fn run(args: &LlmArgs) -> Result<()> {
     leadscore_llm::install_crypto();
-    let name = format!("ls_bench_llm_{}", std::process::id());
-    let base = args.database_url.rsplit_once('/').map(|(b, _)| b.to_owned()).context("database URL")?;
-    crate::upload::psql(&args.database_url, &format!("drop database if exists {name}")).await?;
-    crate::upload::psql(&args.database_url, &format!("create database {name}")).await?;
-    let url = format!("{base}/{name}");
-    let store = Store::connect_lazy(&url, &ConnectOptions::default())?;
-    store.migrate().await?;
+    let (url, name, store) = crate::upload::throwaway_database(&args.database_url, "llm").await?;
     let offer_id = store.create_offer(WS, &offer()).await?.id;
     let result = async {
         throughput(args, &store, &offer_id).await?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use leadscore_store::sqlx::{self, PgPool};
-use leadscore_store::{ConnectOptions, DEFAULT_WORKSPACE as WS, Selection, Store};
+use leadscore_store::{DEFAULT_WORKSPACE as WS, Selection, Store};
 use tokio::process::{Child, Command};
 
 use crate::llm::{median, seed, wait_completed};
@@ -57,13 +57,7 @@ pub struct QueueArgs {
 
 pub async fn run(args: &QueueArgs) -> Result<()> {
     leadscore_llm::install_crypto();
-    let name = format!("ls_bench_queue_{}", std::process::id());
-    let base = args.database_url.rsplit_once('/').map(|(b, _)| b.to_owned()).context("database URL")?;
-    crate::upload::psql(&args.database_url, &format!("drop database if exists {name}")).await?;
-    crate::upload::psql(&args.database_url, &format!("create database {name}")).await?;
-    let url = format!("{base}/{name}");
-    let store = Store::connect_lazy(&url, &ConnectOptions::default())?;
-    store.migrate().await?;
+    let (url, name, store) = crate::upload::throwaway_database(&args.database_url, "queue").await?;
     let pg = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&url).await?;
     let result = async {
         let offer = store.create_offer(WS, &crate::llm::offer()).await?.id;

@@ -139,6 +139,21 @@ async fn sqlite_run(args: &UploadArgs, file: &Path, run: usize) -> Result<Sample
     Ok(Sample { api_secs, api_rows, peak_rss_mb, baseline_secs })
 }
 
+/// A fresh, migrated database `ls_bench_<tag>_<pid>` on the server of `admin_url`: its URL, name and store.
+pub async fn throwaway_database(
+    admin_url: &str,
+    tag: &str,
+) -> Result<(String, String, leadscore_store::Store)> {
+    let name = format!("ls_bench_{tag}_{}", std::process::id());
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned()).context("database URL")?;
+    psql(admin_url, &format!("drop database if exists {name}")).await?;
+    psql(admin_url, &format!("create database {name}")).await?;
+    let url = format!("{base}/{name}");
+    let store = leadscore_store::Store::connect_lazy(&url, &leadscore_store::ConnectOptions::default())?;
+    store.migrate().await?;
+    Ok((url, name, store))
+}
+
 pub async fn psql(url: &str, sql: &str) -> Result<()> {
     let out = Command::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])

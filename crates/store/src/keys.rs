@@ -15,12 +15,12 @@ pub struct NewApiKey {
     pub key: String,
 }
 
-/// Keys are 256 random bits, so a plain SHA-256 is a sound way to store them (no password stretching needed).
 /// How long a known key is trusted without a lookup.
 pub const KNOWN_KEY_TTL: Duration = Duration::from_secs(60);
 /// Keys remembered at most (the memory is cleared when full).
 const KNOWN_KEYS_MAX: usize = 10_000;
 
+/// Keys are 256 random bits, so a plain SHA-256 is a sound way to store them (no password stretching needed).
 pub(crate) fn hash_key(key: &str) -> String {
     Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -316,13 +316,19 @@ impl Store {
                 }
                 let mut work = Vec::new();
                 for (run, jobs) in by_run {
-                    let Some(snap) = self.run_snapshot(&run).await? else {
+                    // The workspace only: the worker caches the run's snapshot itself.
+                    let workspace: Option<String> = on_pool!(self, pool =>
+                        sqlx::query_scalar("select workspace_id from runs where id = $1")
+                            .bind(&run)
+                            .fetch_optional(pool)
+                            .await?);
+                    let Some(workspace) = workspace else {
                         work.extend(jobs.into_iter().map(|job| ClaimedWork { job, lead: None }));
                         continue;
                     };
                     let ids: Vec<String> = jobs.iter().map(|j| j.lead_id.clone()).collect();
                     let mut leads: HashMap<String, crate::LeadRecord> = self
-                        .leads_by_ids(&snap.workspace, &ids)
+                        .leads_by_ids(&workspace, &ids)
                         .await?
                         .into_iter()
                         .map(|l| (l.id.clone(), l))
