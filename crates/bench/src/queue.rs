@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use leadscore_store::sqlx::{self, PgPool};
-use leadscore_store::{DEFAULT_WORKSPACE as WS, Selection, Store};
+use leadscore_store::{Completion, DEFAULT_WORKSPACE as WS, NewResult, Selection, Store};
 use tokio::process::{Child, Command};
 
 use crate::llm::{median, seed, wait_completed};
@@ -62,9 +62,13 @@ pub async fn run(args: &QueueArgs) -> Result<()> {
     let result = async {
         let offer = store.create_offer(WS, &crate::llm::offer()).await?.id;
         if !args.big_only {
-            let noop = noop_loop(&pg, args).await?;
+            let noop = [noop_loop(&pg, args, 1).await?, noop_loop(&pg, args, 4).await?];
             let upload = seed(&store, args.leads, "queue").await?;
-            end_to_end(args, &url, &store, &offer, &upload, noop).await?;
+            let statements = [
+                statements_loop(args, &url, &store, &offer, &upload, 1).await?,
+                statements_loop(args, &url, &store, &offer, &upload, 4).await?,
+            ];
+            end_to_end(args, &url, &store, &offer, &upload, noop, statements).await?;
             crash(args, &url, &store, &pg, &offer, &upload).await?;
         }
         if args.big > 0 {
@@ -80,8 +84,9 @@ pub async fn run(args: &QueueArgs) -> Result<()> {
 }
 
 /// The baseline: `args.leads` no-op jobs in a minimal table, claimed 64 at a time with `FOR UPDATE SKIP LOCKED`
-/// by 4 concurrent loops and completed in one statement per batch. Returns jobs/s (median).
-async fn noop_loop(pool: &PgPool, args: &QueueArgs) -> Result<f64> {
+/// by `loops` concurrent loops and completed in one statement per batch. Returns jobs/s (median).
+async fn noop_loop(pool: &PgPool, args: &QueueArgs, loops: usize) -> Result<f64> {
+    sqlx::query("drop table if exists bench_noop").execute(pool).await?;
     sqlx::query(
         "create table bench_noop (id bigint primary key, status smallint not null, lease_owner text, \
          run_at bigint not null)",
@@ -100,7 +105,7 @@ async fn noop_loop(pool: &PgPool, args: &QueueArgs) -> Result<f64> {
             .await?;
         sqlx::query("analyze bench_noop").execute(pool).await?;
         let started = Instant::now();
-        let loops: Vec<_> = (0..4)
+        let loops: Vec<_> = (0..loops)
             .map(|w| {
                 let pool = pool.clone();
                 tokio::spawn(async move {
@@ -134,8 +139,73 @@ async fn noop_loop(pool: &PgPool, args: &QueueArgs) -> Result<f64> {
         }
         rates.push(args.leads as f64 / started.elapsed().as_secs_f64());
     }
-    eprintln!("no-op SKIP LOCKED loop: {rates:.0?} jobs/s");
+    eprintln!("no-op SKIP LOCKED loop x{loops}: {rates:.0?} jobs/s");
     Ok(median(rates))
+}
+
+/// Between the baseline and a worker: the queue's own statements (`claim_work` of 64, rule layer inline,
+/// `complete_jobs` of the batch) in `loops` plain loops, without a worker pool around them. Shows how much of
+/// the gap to the no-op loop is database work and how much is the pool. Returns leads/s (median).
+async fn statements_loop(
+    args: &QueueArgs,
+    url: &str,
+    store: &Store,
+    offer: &str,
+    upload: &str,
+    loops: usize,
+) -> Result<f64> {
+    let options =
+        leadscore_store::ConnectOptions { max_connections: 8, generic_plans: true, ..Default::default() };
+    let queue = Store::connect_lazy(url, &options)?;
+    let rules = leadscore_core::Rules::for_offer(&crate::llm::offer());
+    let mut rates = Vec::new();
+    for _ in 0..args.runs {
+        let started = Instant::now();
+        let run = store.create_run(WS, offer, &Selection::Upload(upload.to_owned()), None).await?;
+        let tasks: Vec<_> = (0..loops)
+            .map(|i| {
+                let (queue, rules) = (queue.clone(), rules.clone());
+                tokio::spawn(async move {
+                    let me = format!("statements-{i}");
+                    loop {
+                        let work = queue.claim_work(&me, 64, Duration::from_secs(30)).await?;
+                        if work.is_empty() {
+                            return anyhow::Ok(());
+                        }
+                        let done: Vec<Completion> =
+                            work.into_iter().map(|w| score_inline(&rules, w)).collect();
+                        queue.complete_jobs(&me, &done).await?;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        wait_completed(store, &run.id, Duration::from_secs(60)).await?;
+        rates.push(run.total as f64 / started.elapsed().as_secs_f64());
+    }
+    queue.close().await;
+    eprintln!("queue statements x{loops}: {rates:.0?} leads/s");
+    Ok(median(rates))
+}
+
+fn score_inline(rules: &leadscore_core::Rules, work: leadscore_store::ClaimedWork) -> Completion {
+    use leadscore_core::{AiOutcome, Scoring};
+    let Some(lead) = work.lead else {
+        return Completion::Failed { job: work.job, error: "lead gone".into(), retry_in: None };
+    };
+    let scoring = Scoring::compose(rules.score(&lead.lead), AiOutcome::Skipped, Vec::new());
+    let result = NewResult {
+        scoring,
+        model: None,
+        prompt_version: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        cost_usd: None,
+        latency_ms: None,
+    };
+    Completion::Succeeded { job: work.job, result: Box::new(result) }
 }
 
 /// A `leadscore-worker` process on `url` (rules only: no provider configured).
@@ -170,11 +240,24 @@ async fn end_to_end(
     store: &Store,
     offer: &str,
     upload: &str,
-    noop: f64,
+    noop: [f64; 2],
+    statements: [f64; 2],
 ) -> Result<()> {
-    println!("| what | leads/s (median of {}) | / no-op loop ({noop:.0} jobs/s) |", args.runs);
-    println!("|---|---|---|");
-    println!("| minimal SKIP LOCKED claim/complete loop, no-op jobs, batch 64, 4 loops | {noop:.0} | 100% |");
+    let [one, four] = noop;
+    println!(
+        "| what | leads/s (median of {}) | / 1 no-op loop ({one:.0} jobs/s) | / 4 no-op loops ({four:.0} jobs/s) |",
+        args.runs
+    );
+    println!("|---|---|---|---|");
+    println!("| minimal SKIP LOCKED claim/complete loop, no-op jobs, batch 64, 1 loop | {one:.0} | 100% | |");
+    println!("| the same, 4 loops at once | {four:.0} | | 100% |");
+    let ratios = |rate: f64| format!("{:.0}% | {:.0}%", 100.0 * rate / one, 100.0 * rate / four);
+    println!(
+        "| the queue's own statements (claim_work, rules inline, complete_jobs), batch 64, 1 loop | {:.0} | {} |",
+        statements[0],
+        ratios(statements[0])
+    );
+    println!("| the same, 4 loops at once | {:.0} | {} |", statements[1], ratios(statements[1]));
     for processes in args.processes.clone() {
         let mut children = Vec::new();
         for _ in 0..processes {
@@ -189,10 +272,10 @@ async fn end_to_end(
         eprintln!("{processes} worker process(es): {rates:.0?} leads/s");
         let rate = median(rates);
         println!(
-            "| rules only, {} leads, {processes} `leadscore-worker` (concurrency {}) | {rate:.0} | {:.0}% |",
+            "| rules only, {} leads, {processes} `leadscore-worker` (concurrency {}) | {rate:.0} | {} |",
             args.leads,
             args.concurrency,
-            100.0 * rate / noop
+            ratios(rate)
         );
         for mut c in children {
             let _ = c.kill().await;

@@ -144,11 +144,17 @@ pub struct Store {
 pub struct ConnectOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// Postgres: plan each statement once per connection (`plan_cache_mode = force_generic_plan`). For worker
+    /// processes: their queue statements are the same few, run hundreds of times a second, and their custom
+    /// plans took longer to make than to run (the claim: 0.8 ms of planning next to 2.2 ms of execution). Their
+    /// shapes come from the statements (key lookups, `LIMIT`ed index scans), not from parameter values. Not for
+    /// the API, whose filters do depend on their values.
+    pub generic_plans: bool,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions { max_connections: 16, acquire_timeout: Duration::from_secs(10) }
+        ConnectOptions { max_connections: 16, acquire_timeout: Duration::from_secs(10), generic_plans: false }
     }
 }
 
@@ -158,8 +164,11 @@ impl Store {
     /// error here.
     pub fn connect_lazy(url: &str, opts: &ConnectOptions) -> Result<Store> {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options =
+            let mut options =
                 PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+            if opts.generic_plans {
+                options = options.options([("plan_cache_mode", "force_generic_plan")]);
+            }
             Pool::Pg(
                 PgPoolOptions::new()
                     .max_connections(opts.max_connections)

@@ -244,6 +244,14 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| crate::StoreError::Corrupt(e.to_string()))
 }
 
+/// Moves a run without open jobs to its end state (`$1`: now).
+const FINISH: &str = "set status = case when status = 'cancelling' then 'cancelled' else 'completed' end, \
+                      finished_at = $1";
+
+/// A run (`runs` in the statement) has no job left to work on (one probe of the partial index `jobs_open`).
+const NO_OPEN_JOBS: &str = "not exists (select 1 from jobs where jobs.run_id = runs.id \
+                            and jobs.status in ('queued', 'running', 'retrying'))";
+
 /// Active runs considered per claim; a claim takes about `limit / runs` jobs from each, so a small run queued
 /// behind a large one is served in the very next claims.
 const FAIR_RUNS: i64 = 64;
@@ -406,8 +414,9 @@ impl Store {
             .collect())
     }
 
-    /// Writes a batch of finished attempts in one transaction. Returns how many were applied: a completion of
-    /// a job this worker no longer leases (rescued, cancelled) is ignored.
+    /// Writes a batch of finished attempts in one transaction, then settles the batch's runs (finishes those
+    /// without open jobs, announces progress). Returns how many were applied: a completion of a job this worker
+    /// no longer leases (rescued, cancelled) is ignored.
     pub async fn complete_jobs(&self, worker: &str, done: &[Completion]) -> Result<u64> {
         let now = now_millis();
         let mut runs: Vec<&str> = done.iter().map(|c| c.job().run_id.as_str()).collect();
@@ -415,7 +424,7 @@ impl Store {
         runs.dedup();
         if let Pool::Pg(pool) = &self.pool {
             let applied = complete_set_based(pool, worker, done, now).await?;
-            self.announce_progress(&runs).await;
+            self.settle_after_write(&runs).await;
             return Ok(applied);
         }
         let mut applied = 0;
@@ -485,7 +494,7 @@ impl Store {
             }
             tx.commit().await?;
         });
-        self.announce_progress(&runs).await;
+        self.settle_after_write(&runs).await;
         Ok(applied)
     }
 
@@ -569,20 +578,65 @@ impl Store {
     }
 
     /// Marks runs whose jobs are all finished as completed, and cancelling runs whose last job finished as
-    /// cancelled.
+    /// cancelled. Completions settle their own runs ([`settle_runs`](Self::settle_runs)); this sweep over every
+    /// active run is for the maintenance leader and for control actions.
     pub async fn finish_idle_runs(&self) -> Result<u64> {
-        let finished: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(
-            "update runs set status = case when status = 'cancelling' then 'cancelled' else 'completed' end, \
-               finished_at = $1 \
-             where status in ('queued', 'running', 'cancelling') and not exists (select 1 from jobs \
-               where jobs.run_id = runs.id and jobs.status in ('queued', 'running', 'retrying')) \
-             returning id")
+        let finished: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "update runs {FINISH} where status in ('queued', 'running', 'cancelling') and {NO_OPEN_JOBS} returning id")))
             .bind(crate::now())
             .fetch_all(pool)
             .await?);
         let ids: Vec<&str> = finished.iter().map(String::as_str).collect();
         self.announce_progress(&ids).await;
         Ok(finished.len() as u64)
+    }
+
+    /// The completions are committed: a failure to settle is only logged (the maintenance leader's sweep
+    /// finishes the runs within a second), never reported as a failed write that would be written again.
+    async fn settle_after_write(&self, runs: &[&str]) {
+        if let Err(e) = self.settle_runs(runs).await {
+            tracing::warn!(error = %e, "finishing runs after a completion batch failed");
+        }
+    }
+
+    /// After completions of `runs` were written: finishes those of them left without open jobs and announces
+    /// progress on all of them. On Postgres one statement does both (one round trip per completion batch); it
+    /// locks the runs it finishes in id order, so concurrent batches never deadlock on them.
+    async fn settle_runs(&self, runs: &[&str]) -> Result<()> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        match &self.pool {
+            Pool::Pg(pool) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "with finished as (update runs {FINISH} where id in (select id from runs \
+                       where id = any($2) and status in ('queued', 'running', 'cancelling') and {NO_OPEN_JOBS} \
+                       order by id for update) returning id) \
+                     select pg_notify('leadscore_progress', r) from unnest($2::text[]) as r"
+                )))
+                .bind(crate::now())
+                .bind(runs)
+                .execute(pool)
+                .await?;
+                for run in runs {
+                    let _ = self.progress.send((*run).to_owned());
+                }
+            }
+            Pool::Sqlite(pool) => {
+                for run in runs {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "update runs {FINISH} where id = $2 and status in ('queued', 'running', 'cancelling') \
+                         and {NO_OPEN_JOBS}"
+                    )))
+                    .bind(crate::now())
+                    .bind(run)
+                    .execute(pool)
+                    .await?;
+                }
+                self.announce_progress(runs).await;
+            }
+        }
+        Ok(())
     }
 
     /// A run's workspace and offer snapshot (what a worker needs besides the leads).

@@ -297,7 +297,9 @@ pub fn retry_delay(attempts: i64) -> Duration {
     Duration::from_millis(jitter.max(100))
 }
 
-/// Writes completions in batches: everything that arrived while the previous batch was written.
+/// Writes completions in batches: everything that arrived while the previous batch was written. One writer:
+/// measured against two and four in parallel, it wrote bigger batches, and per job the database spent less on
+/// them (docs/adr/0001-queue.md, "Measured").
 async fn write_completions(
     store: Store,
     config: WorkerConfig,
@@ -305,50 +307,56 @@ async fn write_completions(
     contexts: RunCache,
     held: Held,
 ) {
-    let worker = config.id;
     let mut received = Vec::with_capacity(WRITE_BATCH);
-    let mut entries = Vec::new();
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
     while rx.recv_many(&mut received, WRITE_BATCH).await > 0 {
+        let mut batch = Vec::with_capacity(received.len());
+        let mut entries = Vec::new();
         for done in received.drain(..) {
             batch.push(done.completion);
             entries.extend(done.cache);
         }
-        if let Some(ai) = &config.ai {
-            ai.remember(&store, &entries).await;
-            entries.clear();
-        }
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match store.complete_jobs(&worker, &batch).await {
-                Ok(applied) => {
-                    let mut held = lock(&held);
-                    for c in &batch {
-                        held.remove(&key(c.job()));
-                    }
-                    drop(held);
-                    if applied < batch.len() as u64 {
-                        tracing::info!(
-                            stale = batch.len() as u64 - applied,
-                            "ignored completions of jobs no longer leased"
-                        );
-                    }
-                    break;
+        write_batch(&store, &config, batch, entries, &contexts, &held).await;
+    }
+}
+
+/// Stores one batch's fresh verdicts, then writes its completions, retrying until the database takes them.
+async fn write_batch(
+    store: &Store,
+    config: &WorkerConfig,
+    batch: Vec<Completion>,
+    entries: Vec<(String, AiVerdict)>,
+    contexts: &RunCache,
+    held: &Held,
+) {
+    if let Some(ai) = &config.ai {
+        ai.remember(store, &entries).await;
+    }
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.complete_jobs(&config.id, &batch).await {
+            Ok(applied) => {
+                let mut held = lock(held);
+                for c in &batch {
+                    held.remove(&key(c.job()));
                 }
-                Err(e) => {
-                    // Keep the batch: the leases still hold for a while, and losing it would re-score leads.
-                    tracing::warn!(error = %e, "writing completions failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                drop(held);
+                if applied < batch.len() as u64 {
+                    tracing::info!(
+                        stale = batch.len() as u64 - applied,
+                        "ignored completions of jobs no longer leased"
+                    );
                 }
+                break;
+            }
+            Err(e) => {
+                // Keep the batch: the leases still hold for a while, and losing it would re-score leads.
+                tracing::warn!(error = %e, "writing completions failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
-        pause_over_budget(&store, &contexts, &batch).await;
-        batch.clear();
-        if let Err(e) = store.finish_idle_runs().await {
-            tracing::warn!(error = %e, "finishing runs failed");
-        }
     }
+    pause_over_budget(store, contexts, &batch).await;
 }
 
 /// Pauses the runs of `batch` that have a cost cap and reached it (only capped runs are summed).

@@ -59,8 +59,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let store = match Store::connect_lazy(&url, &ConnectOptions { max_connections: 8, ..Default::default() })
-    {
+    let options = ConnectOptions { max_connections: 8, generic_plans: true, ..Default::default() };
+    let store = match Store::connect_lazy(&url, &options) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: DATABASE_URL: {e}");

@@ -241,9 +241,14 @@ async fn pause_resume_cancel(backend: Backend) {
         .into_iter()
         .map(|job| Completion::Failed { job, error: "x".into(), retry_in: None })
         .collect();
+    let mut progress = s.subscribe_progress();
     assert_eq!(s.complete_jobs("w", &done).await.expect("complete"), 3, "running jobs finish");
-    s.finish_idle_runs().await.expect("finish");
-    assert_eq!(s.get_run(WS, &run.id).await.expect("run").expect("exists").status, "cancelled");
+    assert_eq!(
+        s.get_run(WS, &run.id).await.expect("run").expect("exists").status,
+        "cancelled",
+        "the batch that wrote the last job settles its run (no sweep needed)"
+    );
+    assert_eq!(progress.try_recv().expect("progress announced"), run.id);
     let counts = s.job_counts(&run.id).await.expect("counts");
     assert_eq!((counts.cancelled, counts.failed, counts.total), (7, 3, 10));
     assert!(matches!(control(Control::Retry).await, ControlOutcome::Conflict(_)));
