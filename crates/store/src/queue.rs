@@ -578,7 +578,7 @@ impl Store {
     }
 
     /// Marks runs whose jobs are all finished as completed, and cancelling runs whose last job finished as
-    /// cancelled. Completions settle their own runs ([`settle_runs`](Self::settle_runs)); this sweep over every
+    /// cancelled. Completion batches settle their own runs (`settle_runs`); this sweep over every
     /// active run is for the maintenance leader and for control actions.
     pub async fn finish_idle_runs(&self) -> Result<u64> {
         let finished: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -299,7 +299,7 @@ pub fn retry_delay(attempts: i64) -> Duration {
 
 /// Writes completions in batches: everything that arrived while the previous batch was written. One writer:
 /// measured against two and four in parallel, it wrote bigger batches, and per job the database spent less on
-/// them (docs/adr/0001-queue.md, "Measured").
+/// them (BENCHMARKS.md, issue 4, "Where the time goes").
 async fn write_completions(
     store: Store,
     config: WorkerConfig,
