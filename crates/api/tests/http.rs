@@ -877,6 +877,28 @@ async fn runs_over_http(backend: Backend) {
     let (status, _) =
         s.post_json("/v1/leads/score", json!({"offer_id": offer_id, "all_unscored": true})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "every lead is scored for this offer");
+
+    // Deleting a lead takes its job and result with it; the run counts one lead less and still adds up.
+    let (_, results) = s.get(&format!("{location}/results")).await;
+    let john =
+        results["items"].as_array().expect("items").iter().find(|r| r["name"] == "John Doe").expect("John");
+    let john_id = john["lead_id"].as_str().expect("lead id").to_owned();
+    let r = s.http.delete(s.url(&format!("/v1/leads/{john_id}"))).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (_, run) = s.get(&location).await;
+    assert_eq!(
+        (&run["status"], &run["job_counts"]["total"], &run["job_counts"]["succeeded"], &run["result_counts"]),
+        (&json!("completed"), &json!(2), &json!(2), &json!({"hybrid": 0, "rules_only": 2})),
+        "{run}"
+    );
+    let (_, results) = s.get(&format!("{location}/results")).await;
+    assert_eq!(results["items"].as_array().map(Vec::len), Some(2));
+    let (_, jobs) = s.get(&format!("{location}/jobs")).await;
+    assert_eq!(jobs["items"].as_array().map(Vec::len), Some(2));
+    let (_, current) = s.get(&format!("/v1/results?offer_id={offer_id}")).await;
+    assert!(current["items"].as_array().expect("items").iter().all(|r| r["lead_id"] != json!(john_id)));
+    let r = s.http.delete(s.url(&format!("/v1/leads/{john_id}"))).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "already gone");
 }
 
 /// The original service's README, step by step, against our aliases.

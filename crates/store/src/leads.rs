@@ -137,14 +137,51 @@ impl Store {
         }
     }
 
-    /// Deletes a lead; false when it does not exist in this workspace.
+    /// Deletes a lead with its jobs and results, in one transaction; false when it does not exist in this
+    /// workspace. Each run that had a job for it loses that job from its `total` and its counts (the tally
+    /// triggers take the job and the result out), and is finished if that was its last open job. A worker
+    /// scoring the lead right now finds its job gone: its completion is ignored like any stale one.
     pub async fn delete_lead(&self, workspace: &str, id: &str) -> Result<bool> {
-        let done = on_pool!(self, pool => sqlx::query("delete from leads where id = $1 and workspace_id = $2")
-            .bind(id)
-            .bind(workspace)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(done > 0)
+        let (deleted, runs) = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let runs: Vec<String> = sqlx::query_scalar(
+                "delete from jobs where lead_id = $2 and run_id in (select id from runs where workspace_id = $1) \
+                 returning run_id")
+                .bind(workspace)
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+            for run in &runs {
+                sqlx::query("update runs set total = total - 1 where id = $1")
+                    .bind(run)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "delete from results where lead_id = $2 and run_id in (select id from runs where workspace_id = $1)")
+                .bind(workspace)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let deleted = sqlx::query("delete from leads where id = $1 and workspace_id = $2")
+                .bind(id)
+                .bind(workspace)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            // Nothing else of the workspace changes when there was no such lead.
+            if deleted == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            tx.commit().await?;
+            (deleted, runs)
+        });
+        if !runs.is_empty() {
+            self.finish_idle_runs().await?;
+            let runs: Vec<&str> = runs.iter().map(String::as_str).collect();
+            self.announce_progress(&runs).await;
+        }
+        Ok(deleted > 0)
     }
 }

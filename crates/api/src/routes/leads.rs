@@ -234,7 +234,7 @@ pub async fn get_lead(
 
 #[utoipa::path(delete, path = "/v1/leads/{id}", tag = "leads", params(("id" = String, Path, description = "Lead id")),
     responses(
-        (status = 204, description = "Deleted"),
+        (status = 204, description = "Deleted, with its jobs and results; the runs that had a job for it count one lead less"),
         (status = 404, description = "No such lead in this workspace", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_lead(
