@@ -177,11 +177,8 @@ impl Store {
             tx.commit().await?;
             (deleted, runs)
         });
-        if !runs.is_empty() {
-            self.finish_idle_runs().await?;
-            let runs: Vec<&str> = runs.iter().map(String::as_str).collect();
-            self.announce_progress(&runs).await;
-        }
+        let runs: Vec<&str> = runs.iter().map(String::as_str).collect();
+        self.settle_after_write(&runs).await;
         Ok(deleted > 0)
     }
 }

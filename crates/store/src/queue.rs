@@ -591,11 +591,12 @@ impl Store {
         Ok(finished.len() as u64)
     }
 
-    /// The completions are committed: a failure to settle is only logged (the maintenance leader's sweep
-    /// finishes the runs within a second), never reported as a failed write that would be written again.
-    async fn settle_after_write(&self, runs: &[&str]) {
+    /// [`settle_runs`](Self::settle_runs) after a committed change to the jobs of `runs` (a completion batch, a
+    /// deleted lead): a failure is only logged (the maintenance leader's sweep finishes the runs within a
+    /// second), never reported as a failed write that would be written again.
+    pub(crate) async fn settle_after_write(&self, runs: &[&str]) {
         if let Err(e) = self.settle_runs(runs).await {
-            tracing::warn!(error = %e, "finishing runs after a completion batch failed");
+            tracing::warn!(error = %e, "finishing runs after a write to their jobs failed");
         }
     }
 
