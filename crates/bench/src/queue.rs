@@ -196,15 +196,7 @@ fn score_inline(rules: &leadscore_core::Rules, work: leadscore_store::ClaimedWor
         return Completion::Failed { job: work.job, error: "lead gone".into(), retry_in: None };
     };
     let scoring = Scoring::compose(rules.score(&lead.lead), AiOutcome::Skipped, Vec::new());
-    let result = NewResult {
-        scoring,
-        model: None,
-        prompt_version: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        cost_usd: None,
-        latency_ms: None,
-    };
+    let result = NewResult::without_model(scoring);
     Completion::Succeeded { job: work.job, result: Box::new(result) }
 }
 

@@ -32,6 +32,21 @@ pub struct NewResult {
     pub latency_ms: Option<i64>,
 }
 
+impl NewResult {
+    /// A result that no model produced (the rule layer alone): no model, tokens, cost or latency.
+    pub fn without_model(scoring: Scoring) -> NewResult {
+        NewResult {
+            scoring,
+            model: None,
+            prompt_version: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            cost_usd: None,
+            latency_ms: None,
+        }
+    }
+}
+
 /// A finished attempt of one job.
 #[derive(Debug, Clone)]
 pub enum Completion {

@@ -281,15 +281,7 @@ async fn prepare_ai(store: &Store, ai: Option<&Ai>, inputs: &[(ClaimedJob, JobIn
 fn score_rules_only(job: ClaimedJob, ctx: &RunContext, lead: &Lead) -> Completion {
     let flags = if injection_suspected(lead) { vec![Flag::PromptInjection] } else { vec![] };
     let scoring = Scoring::compose(ctx.rules.score(lead), AiOutcome::Skipped, flags);
-    let result = NewResult {
-        scoring,
-        model: None,
-        prompt_version: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        cost_usd: None,
-        latency_ms: None,
-    };
+    let result = NewResult::without_model(scoring);
     Completion::Succeeded { job, result: Box::new(result) }
 }
 
