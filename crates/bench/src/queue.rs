@@ -193,7 +193,12 @@ async fn statements_loop(
 fn score_inline(rules: &leadscore_core::Rules, work: leadscore_store::ClaimedWork) -> Completion {
     use leadscore_core::{AiOutcome, Scoring};
     let Some(lead) = work.lead else {
-        return Completion::Failed { job: work.job, error: "lead gone".into(), retry_in: None };
+        return Completion::Failed {
+            job: work.job,
+            error: "lead gone".into(),
+            retry_in: None,
+            spent: Default::default(),
+        };
     };
     let scoring = Scoring::compose(rules.score(&lead.lead), AiOutcome::Skipped, Vec::new());
     let result = NewResult::without_model(scoring);

@@ -8,12 +8,19 @@ use sqlx::types::Json;
 
 use crate::{Pool, Result, Store, now_millis, on_pool};
 
-/// Tokens and cost of a run's results.
+/// Tokens and cost the AI provider billed: for a run (everything its attempts were billed for, including
+/// results since replaced or deleted), or for one attempt.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RunUsage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub cost_usd: f64,
+}
+
+impl RunUsage {
+    pub fn is_zero(&self) -> bool {
+        self.prompt_tokens == 0 && self.completion_tokens == 0 && self.cost_usd == 0.0
+    }
 }
 
 impl Store {
@@ -26,7 +33,7 @@ impl Store {
         Ok(())
     }
 
-    /// The tokens and cost of a run's results (from its tallies).
+    /// What a run's AI calls were billed for (from its tallies).
     pub async fn run_usage(&self, run_id: &str) -> Result<RunUsage> {
         Ok(self.run_tallies(run_id).await?.usage)
     }

@@ -295,6 +295,7 @@ const POSTGRES_MIGRATIONS: Migrations = &[
     (3, "idempotency", include_str!("../../../migrations/postgres/0003_idempotency.sql")),
     (4, "ai", include_str!("../../../migrations/postgres/0004_ai.sql")),
     (5, "tallies", include_str!("../../../migrations/postgres/0005_tallies.sql")),
+    (6, "spend", include_str!("../../../migrations/postgres/0006_spend.sql")),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
@@ -302,6 +303,7 @@ const SQLITE_MIGRATIONS: Migrations = &[
     (3, "idempotency", include_str!("../../../migrations/sqlite/0003_idempotency.sql")),
     (4, "ai", include_str!("../../../migrations/sqlite/0004_ai.sql")),
     (5, "tallies", include_str!("../../../migrations/sqlite/0005_tallies.sql")),
+    (6, "spend", include_str!("../../../migrations/sqlite/0006_spend.sql")),
 ];
 
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use leadscore_core::Scoring;
 use sqlx::types::Json;
 
-use crate::{Pool, Result, Store, now_millis, on_pool};
+use crate::{Pool, Result, RunUsage, Store, now_millis, on_pool};
 
 /// A job a worker now holds a lease on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +59,7 @@ pub enum Completion {
         job: ClaimedJob,
         error: String,
         retry_in: Option<Duration>,
+        spent: RunUsage,
     },
     /// The job could not be worked on for a reason that is not its own (the AI provider is blocked or cooling
     /// down): back to the queue at `retry_in` without spending the attempt.
@@ -66,6 +67,7 @@ pub enum Completion {
         job: ClaimedJob,
         reason: String,
         retry_in: Duration,
+        spent: RunUsage,
     },
 }
 
@@ -83,13 +85,23 @@ impl Completion {
         let at = |after: &Duration| Some(now + after.as_millis() as i64);
         match self {
             Completion::Succeeded { job, .. } => (job, "succeeded", None, None, 0),
-            Completion::Failed { job, error, retry_in: Some(after) } if job.attempts < job.max_attempts => {
+            Completion::Failed { job, error, retry_in: Some(after), .. }
+                if job.attempts < job.max_attempts =>
+            {
                 (job, "retrying", Some(error.as_str()), at(after), 0)
             }
             Completion::Failed { job, error, .. } => (job, "failed", Some(error.as_str()), None, 0),
-            Completion::Deferred { job, reason, retry_in } => {
+            Completion::Deferred { job, reason, retry_in, .. } => {
                 (job, "retrying", Some(reason.as_str()), at(retry_in), 1)
             }
+        }
+    }
+
+    /// What an attempt without a result was billed for (a result carries its own).
+    fn spent(&self) -> RunUsage {
+        match self {
+            Completion::Succeeded { .. } => RunUsage::default(),
+            Completion::Failed { spent, .. } | Completion::Deferred { spent, .. } => *spent,
         }
     }
 }
@@ -112,8 +124,10 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
     let mut run_ats: Vec<Option<i64>> = Vec::with_capacity(done.len());
     let mut refunds: Vec<i64> = Vec::with_capacity(done.len());
     let mut r = ResultArrays::default();
+    let mut spent = SpendArrays::default();
     for c in done {
         let (job, status, error, run_at, refund) = c.transition(now);
+        spent.push(job, c.spent());
         refunds.push(refund);
         runs.push(job.run_id.clone());
         leads.push(job.lead_id.clone());
@@ -159,7 +173,16 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
              flags = excluded.flags, model = excluded.model, prompt_version = excluded.prompt_version, \
              prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, \
              cost_usd = excluded.cost_usd, latency_ms = excluded.latency_ms, created_at = excluded.created_at \
-           returning 1) \
+           returning 1), \
+         spent as ( \
+           insert into run_tallies (run_id, counter, n) \
+           select s.run_id, t.counter, sum(t.n) from unnest($26::text[], $27::bigint[], $28::bigint[], \
+             $29::float8[]) as s(run_id, prompt_tokens, completion_tokens, cost_usd) \
+           cross join lateral (values ('prompt_tokens', s.prompt_tokens), \
+             ('completion_tokens', s.completion_tokens), ('cost_nusd', round(s.cost_usd * 1e9)::bigint)) \
+             as t(counter, n) \
+           where exists (select 1 from runs where runs.id = s.run_id) \
+           group by s.run_id, t.counter having sum(t.n) <> 0) \
          select count(*) from updated",
     )
     .bind(&runs)
@@ -187,6 +210,10 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
     .bind(&r.cost_usd)
     .bind(&r.latency_ms)
     .bind(&refunds)
+    .bind(&spent.run_id)
+    .bind(&spent.prompt_tokens)
+    .bind(&spent.completion_tokens)
+    .bind(&spent.cost_usd)
     .fetch_one(pool)
     .await?;
     Ok(applied as u64)
@@ -237,6 +264,27 @@ impl ResultArrays {
         self.cost_usd.push(result.cost_usd);
         self.latency_ms.push(result.latency_ms);
         Ok(())
+    }
+}
+
+/// What attempts without a result were billed for, as columns (only attempts that spent something).
+#[derive(Default)]
+struct SpendArrays {
+    run_id: Vec<String>,
+    prompt_tokens: Vec<i64>,
+    completion_tokens: Vec<i64>,
+    cost_usd: Vec<f64>,
+}
+
+impl SpendArrays {
+    fn push(&mut self, job: &ClaimedJob, spent: RunUsage) {
+        if spent.is_zero() {
+            return;
+        }
+        self.run_id.push(job.run_id.clone());
+        self.prompt_tokens.push(spent.prompt_tokens);
+        self.completion_tokens.push(spent.completion_tokens);
+        self.cost_usd.push(spent.cost_usd);
     }
 }
 
@@ -462,6 +510,21 @@ impl Store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                let spent = c.spent();
+                if !spent.is_zero() {
+                    sqlx::query(
+                        "insert into run_tallies (run_id, counter, n) \
+                         select r.id, t.column1, t.column2 from runs r join (values ('prompt_tokens', $2), \
+                           ('completion_tokens', $3), ('cost_nusd', cast(round($4 * 1e9) as integer))) t \
+                         where r.id = $1 and t.column2 <> 0 \
+                         on conflict (run_id, counter) do update set n = n + excluded.n")
+                        .bind(&job.run_id)
+                        .bind(spent.prompt_tokens)
+                        .bind(spent.completion_tokens)
+                        .bind(spent.cost_usd)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if updated == 0 {
                     continue;
                 }

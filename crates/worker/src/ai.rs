@@ -8,7 +8,7 @@ use std::time::Duration;
 use leadscore_core::prompt::{PROMPT_VERSION, Prompt, build_prompt};
 use leadscore_core::{AiOutcome, AiVerdict, Lead, Offer, RuleScore, Scoring};
 use leadscore_llm::{Client, Gate, LlmConfig, LlmError, RedisCache, cache_key};
-use leadscore_store::{ClaimedJob, Completion, NewResult, Store};
+use leadscore_store::{ClaimedJob, Completion, NewResult, RunUsage, Store};
 
 /// A lead's prompt and its verdict-cache key.
 pub struct Prepared {
@@ -157,6 +157,12 @@ impl Ai {
         let attempt = self.client.classify(&prompt).await;
         let tokens = Some((attempt.usage.prompt_tokens, attempt.usage.completion_tokens));
         let latency = Some(attempt.latency);
+        // What a failed attempt was billed for (an invalid reply costs as much as a good one).
+        let spent = RunUsage {
+            prompt_tokens: attempt.usage.prompt_tokens as i64,
+            completion_tokens: attempt.usage.completion_tokens as i64,
+            cost_usd: self.config().prices.cost(attempt.usage.prompt_tokens, attempt.usage.completion_tokens),
+        };
         let completion = match attempt.result {
             Ok(verdict) => {
                 let entry = (key, verdict.clone());
@@ -173,12 +179,13 @@ impl Ai {
                     job,
                     reason: format!("waiting: AI calls are paused: {}", b.reason),
                     retry_in,
+                    spent,
                 }
             }
             Err(e @ LlmError::Fatal { .. }) => {
                 let reason = e.to_string();
                 self.block_runs(store, &reason).await;
-                Completion::Deferred { job, reason, retry_in: BLOCKED_RETRY }
+                Completion::Deferred { job, reason, retry_in: BLOCKED_RETRY, spent }
             }
             Err(e) if e.retryable() && job.attempts < job.max_attempts => {
                 let hint = match &e {
@@ -186,7 +193,7 @@ impl Ai {
                     _ => None,
                 };
                 let retry_in = crate::retry_delay(job.attempts).max(hint.unwrap_or_default());
-                Completion::Failed { job, error: e.to_string(), retry_in: Some(retry_in) }
+                Completion::Failed { job, error: e.to_string(), retry_in: Some(retry_in), spent }
             }
             // Out of attempts, or a request the provider will never accept: the lead is scored on its rules and
             // says so; `POST /v1/runs/{id}/retry` tries the AI layer again later.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use leadscore_core::prompt::injection_suspected;
 use leadscore_core::{AiOutcome, AiVerdict, Flag, Lead, Offer, Rules, Scoring};
-use leadscore_store::{ClaimedJob, ClaimedWork, Completion, Leadership, NewResult, Store};
+use leadscore_store::{ClaimedJob, ClaimedWork, Completion, Leadership, NewResult, RunUsage, Store};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
 
@@ -215,6 +215,7 @@ async fn load_inputs(store: &Store, cache: &RunCache, work: Vec<ClaimedWork>) ->
                 job: job.clone(),
                 error: e.to_string(),
                 retry_in: Some(retry_delay(job.attempts)),
+                spent: RunUsage::default(),
             }),
         };
         out.push((job, input));
@@ -227,6 +228,7 @@ fn gone(job: &ClaimedJob) -> Completion {
         job: job.clone(),
         error: "the lead or its run no longer exists".into(),
         retry_in: None,
+        spent: RunUsage::default(),
     }
 }
 

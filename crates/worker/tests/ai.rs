@@ -112,18 +112,25 @@ macro_rules! both_backends {
 
 both_backends!(a_run_survives_rate_limits_and_server_errors, verdicts_are_cached, cost_cap_pauses_the_run);
 
-/// 2,000 leads, 20% of requests answered 429 and 5% 500: every lead ends `succeeded` with the fake's verdict.
+/// 2,000 leads, 20% of requests answered 429, 5% 500 and 10% with an invalid reply: every lead ends `succeeded`
+/// with the fake's verdict, and the run's usage is exactly what the fake billed, invalid replies included.
 async fn a_run_survives_rate_limits_and_server_errors(backend: Backend) {
     const N: usize = 2000;
     let db = TestDb::new(backend).await;
     let s = &db.store;
     let (offer_id, upload) = seed(s, N).await;
-    let (fake, base) =
-        fake(FakeConfig { p429: 0.2, p500: 0.05, retry_after_ms: 20, ..FakeConfig::default() }).await;
+    let (fake, base) = fake(FakeConfig {
+        p429: 0.2,
+        p500: 0.05,
+        p_malformed: 0.1,
+        retry_after_ms: 20,
+        ..FakeConfig::default()
+    })
+    .await;
     let mut llm = LlmConfig::for_base_url(&base, "gpt-4.1-mini");
     llm.rpm = 1_000_000;
     llm.tpm = 100_000_000;
-    let max_tries = llm.max_tries;
+    let (max_tries, prices) = (llm.max_tries, llm.prices.clone());
     let ai = Ai::from_config(llm).expect("ai");
     let run = s.create_run(WS, &offer_id, &Selection::Upload(upload), None).await.expect("run");
     let (stop, stopped) = watch::channel(false);
@@ -150,8 +157,12 @@ async fn a_run_survives_rate_limits_and_server_errors(backend: Backend) {
     assert!(limited > 200, "the fake did inject 429s: {stats:?}");
     let allowed = u64::from(max_tries) * leadscore_store::DEFAULT_MAX_ATTEMPTS as u64;
     assert!(stats.max_calls_per_prompt <= allowed, "a lead was called {} times", stats.max_calls_per_prompt);
+    assert!(stats.malformed > 100, "the fake did send invalid replies: {stats:?}");
     let usage = s.run_usage(&run.id).await.expect("usage");
-    assert!(usage.prompt_tokens > 0 && usage.cost_usd > 0.0, "{usage:?}");
+    let billed = (stats.prompt_tokens as i64, stats.completion_tokens as i64);
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), billed, "every billed token counts");
+    let cost = prices.cost(stats.prompt_tokens, stats.completion_tokens);
+    assert!((usage.cost_usd - cost).abs() < 1e-6, "{usage:?} against {cost}");
 }
 
 /// A second run over the same leads and offer is answered from the cache: no provider calls, marked `cached`.

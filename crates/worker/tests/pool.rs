@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use leadscore_core::{Lead, Offer};
 use leadscore_store::test_support::TestDb;
 use leadscore_store::{
-    Backend, Completion, Control, ControlOutcome, DEFAULT_WORKSPACE, Page, ResultFilter, Selection, Store,
-    StoreError,
+    Backend, Completion, Control, ControlOutcome, DEFAULT_WORKSPACE, Page, ResultFilter, RunUsage, Selection,
+    Store, StoreError,
 };
 use leadscore_worker::WorkerConfig;
 use tokio::sync::watch;
@@ -122,7 +122,12 @@ async fn stale_workers_change_nothing(backend: Backend) {
     assert_eq!(s.rescue_expired().await.expect("rescue"), 1, "a's lease expired");
     let b = s.claim_jobs("b", 10, Duration::from_secs(30)).await.expect("claim");
     assert_eq!((b.len(), b[0].attempts), (1, 2));
-    let late = Completion::Failed { job: a[0].clone(), error: "late".into(), retry_in: None };
+    let late = Completion::Failed {
+        job: a[0].clone(),
+        error: "late".into(),
+        retry_in: None,
+        spent: RunUsage::default(),
+    };
     assert_eq!(s.complete_jobs("a", &[late]).await.expect("complete"), 0, "a no longer holds the lease");
     let counts = s.job_counts(&run.id).await.expect("counts");
     assert_eq!(counts.running, 1);
@@ -146,6 +151,7 @@ async fn failures_retry_then_fail(backend: Backend) {
             job: jobs[0].clone(),
             error: format!("boom {attempt}"),
             retry_in: Some(Duration::ZERO),
+            spent: RunUsage::default(),
         };
         assert_eq!(s.complete_jobs("w", &[failed]).await.expect("complete"), 1);
     }
@@ -159,6 +165,7 @@ async fn failures_retry_then_fail(backend: Backend) {
         job: jobs[0].clone(),
         error: "429".into(),
         retry_in: Some(Duration::from_secs(60)),
+        spent: RunUsage::default(),
     };
     s.complete_jobs("w", &[later]).await.expect("complete");
     assert!(
@@ -239,7 +246,7 @@ async fn pause_resume_cancel(backend: Backend) {
     assert_eq!(s.get_run(WS, &run.id).await.expect("run").expect("exists").status, "cancelling");
     let done: Vec<Completion> = running
         .into_iter()
-        .map(|job| Completion::Failed { job, error: "x".into(), retry_in: None })
+        .map(|job| Completion::Failed { job, error: "x".into(), retry_in: None, spent: RunUsage::default() })
         .collect();
     let mut progress = s.subscribe_progress();
     assert_eq!(s.complete_jobs("w", &done).await.expect("complete"), 3, "running jobs finish");
@@ -280,7 +287,7 @@ async fn idle_pools_wake_on_enqueue(backend: Backend) {
     pool.await.expect("pool");
 }
 
-/// A result as the AI layer would write it: `hybrid` with tokens and cost, or `rules_only`.
+/// A result as the AI layer would write it: `hybrid`, or `rules_only` after invalid replies. Both were billed.
 fn result_for(lead: &Lead, hybrid: bool) -> Box<leadscore_store::NewResult> {
     use leadscore_core::{AiOutcome, AiVerdict, Intent, Rules, Scoring};
     let offer = Offer { name: "x".into(), value_props: vec![], ideal_use_cases: vec!["B2B SaaS".into()] };
@@ -296,9 +303,9 @@ fn result_for(lead: &Lead, hybrid: bool) -> Box<leadscore_store::NewResult> {
         scoring: Scoring::compose(Rules::for_offer(&offer).score(lead), ai, vec![]),
         model: hybrid.then(|| "m".into()),
         prompt_version: None,
-        prompt_tokens: hybrid.then_some(300),
-        completion_tokens: hybrid.then_some(20),
-        cost_usd: hybrid.then_some(0.000_123),
+        prompt_tokens: Some(300),
+        completion_tokens: Some(20),
+        cost_usd: Some(0.000_123),
         latency_ms: None,
     })
 }
@@ -324,18 +331,25 @@ async fn tallies_follow_every_transition(backend: Backend) {
         let result = result_for(&lead(i), i < 15);
         done.push(Completion::Succeeded { job: job.clone(), result });
     }
+    // An attempt that was billed but produced no result (invalid replies): its spend counts all the same.
     done.push(Completion::Failed {
         job: jobs[20].clone(),
-        error: "429".into(),
+        error: "invalid reply".into(),
         retry_in: Some(Duration::ZERO),
+        spent: RunUsage { prompt_tokens: 300, completion_tokens: 20, cost_usd: 0.000_123 },
     });
-    done.push(Completion::Failed { job: jobs[21].clone(), error: "bad".into(), retry_in: None });
+    done.push(Completion::Failed {
+        job: jobs[21].clone(),
+        error: "bad".into(),
+        retry_in: None,
+        spent: RunUsage::default(),
+    });
     s.complete_jobs("a", &done).await.expect("complete");
     let t = check("completions").await;
     assert_eq!((t.jobs.succeeded, t.jobs.retrying, t.jobs.failed), (20, 1, 1));
     assert_eq!((t.results.hybrid, t.results.rules_only), (15, 5));
-    assert_eq!((t.usage.prompt_tokens, t.usage.completion_tokens), (15 * 300, 15 * 20));
-    assert!((t.usage.cost_usd - 15.0 * 0.000_123).abs() < 1e-9, "{}", t.usage.cost_usd);
+    assert_eq!((t.usage.prompt_tokens, t.usage.completion_tokens), (21 * 300, 21 * 20));
+    assert!((t.usage.cost_usd - 21.0 * 0.000_123).abs() < 1e-9, "{}", t.usage.cost_usd);
     // Another worker dies holding jobs: they are rescued.
     let b = s.claim_jobs("b", 5, Duration::ZERO).await.expect("claim");
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -374,7 +388,14 @@ async fn tallies_follow_every_transition(backend: Backend) {
     work_off("d").await;
     let t = check("re-scored").await;
     assert_eq!((t.jobs.succeeded, t.results.hybrid, t.results.rules_only), (40, 40, 0));
-    assert_eq!(t.usage.prompt_tokens, 40 * 300, "replaced results no longer count");
+    // 39 results, the billed attempt without one, and 6 new results: what replaced results cost stays spent.
+    assert_eq!(t.usage.prompt_tokens, 46 * 300, "every billed call counts");
+    assert!((t.usage.cost_usd - 46.0 * 0.000_123).abs() < 1e-9, "{}", t.usage.cost_usd);
+    // Deleting a lead takes its job and result out of the counts, not what scoring it cost.
+    assert!(s.delete_lead(WS, &jobs[0].lead_id).await.expect("delete"));
+    let after = check("lead deleted").await;
+    assert_eq!((after.jobs.total, after.jobs.succeeded, after.results.hybrid), (39, 39, 39));
+    assert_eq!(after.usage, t.usage, "usage is what was spent");
     // Cancel: queued jobs are cancelled at once, running ones finish.
     let (offer, upload) = seed(s, 10).await;
     let other = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");

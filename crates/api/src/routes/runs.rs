@@ -73,7 +73,8 @@ pub struct ResultCountsBody {
     pub rules_only: i64,
 }
 
-/// Tokens and cost so far (of the results written), and the estimate made when the run was created.
+/// Tokens and cost the AI provider billed so far (every call: also invalid replies, failed attempts and results
+/// since replaced or deleted), and the estimate made when the run was created.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Usage {
     pub prompt_tokens: i64,
