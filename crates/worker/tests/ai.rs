@@ -130,7 +130,7 @@ async fn a_run_survives_rate_limits_and_server_errors(backend: Backend) {
     let mut llm = LlmConfig::for_base_url(&base, "gpt-4.1-mini");
     llm.rpm = 1_000_000;
     llm.tpm = 100_000_000;
-    let (max_tries, prices) = (llm.max_tries, llm.prices.clone());
+    let (max_tries, prices) = (llm.max_tries, llm.prices);
     let ai = Ai::from_config(llm).expect("ai");
     let run = s.create_run(WS, &offer_id, &Selection::Upload(upload), None).await.expect("run");
     let (stop, stopped) = watch::channel(false);
