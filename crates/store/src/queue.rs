@@ -97,10 +97,15 @@ impl Completion {
         }
     }
 
-    /// What an attempt without a result was billed for (a result carries its own).
+    /// What the attempt was billed for. A result written counts its own through the tallies' triggers; this is
+    /// added for every other completion, and for a result that a stale writer could not write.
     fn spent(&self) -> RunUsage {
         match self {
-            Completion::Succeeded { .. } => RunUsage::default(),
+            Completion::Succeeded { result, .. } => RunUsage {
+                prompt_tokens: result.prompt_tokens.unwrap_or(0),
+                completion_tokens: result.completion_tokens.unwrap_or(0),
+                cost_usd: result.cost_usd.unwrap_or(0.0),
+            },
             Completion::Failed { spent, .. } | Completion::Deferred { spent, .. } => *spent,
         }
     }
@@ -127,7 +132,7 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
     let mut spent = SpendArrays::default();
     for c in done {
         let (job, status, error, run_at, refund) = c.transition(now);
-        spent.push(job, c.spent());
+        spent.push(job, c.spent(), matches!(c, Completion::Succeeded { .. }));
         refunds.push(refund);
         runs.push(job.run_id.clone());
         leads.push(job.lead_id.clone());
@@ -177,11 +182,13 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
          spent as ( \
            insert into run_tallies (run_id, counter, n) \
            select s.run_id, t.counter, sum(t.n) from unnest($26::text[], $27::bigint[], $28::bigint[], \
-             $29::float8[]) as s(run_id, prompt_tokens, completion_tokens, cost_usd) \
+             $29::float8[], $30::text[], $31::bool[]) \
+             as s(run_id, prompt_tokens, completion_tokens, cost_usd, lead_id, with_result) \
            cross join lateral (values ('prompt_tokens', s.prompt_tokens), \
              ('completion_tokens', s.completion_tokens), ('cost_nusd', round(s.cost_usd * 1e9)::bigint)) \
              as t(counter, n) \
-           where exists (select 1 from runs where runs.id = s.run_id) \
+           where exists (select 1 from runs where runs.id = s.run_id) and not exists ( \
+             select 1 from updated u where s.with_result and u.run_id = s.run_id and u.lead_id = s.lead_id) \
            group by s.run_id, t.counter having sum(t.n) <> 0) \
          select count(*) from updated",
     )
@@ -214,6 +221,8 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
     .bind(&spent.prompt_tokens)
     .bind(&spent.completion_tokens)
     .bind(&spent.cost_usd)
+    .bind(&spent.lead_id)
+    .bind(&spent.with_result)
     .fetch_one(pool)
     .await?;
     Ok(applied as u64)
@@ -267,21 +276,26 @@ impl ResultArrays {
     }
 }
 
-/// What attempts without a result were billed for, as columns (only attempts that spent something).
+/// What each completion of a batch was billed for, as columns (only those that spent something).
+/// `with_result`: counted only when its result is not written (the result's own tally counts it then).
 #[derive(Default)]
 struct SpendArrays {
     run_id: Vec<String>,
+    lead_id: Vec<String>,
+    with_result: Vec<bool>,
     prompt_tokens: Vec<i64>,
     completion_tokens: Vec<i64>,
     cost_usd: Vec<f64>,
 }
 
 impl SpendArrays {
-    fn push(&mut self, job: &ClaimedJob, spent: RunUsage) {
+    fn push(&mut self, job: &ClaimedJob, spent: RunUsage, with_result: bool) {
         if spent.is_zero() {
             return;
         }
         self.run_id.push(job.run_id.clone());
+        self.lead_id.push(job.lead_id.clone());
+        self.with_result.push(with_result);
         self.prompt_tokens.push(spent.prompt_tokens);
         self.completion_tokens.push(spent.completion_tokens);
         self.cost_usd.push(spent.cost_usd);
@@ -510,8 +524,10 @@ impl Store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                // A result written counts its spend by trigger; anything else counts it here.
                 let spent = c.spent();
-                if !spent.is_zero() {
+                let with_result = matches!(c, Completion::Succeeded { .. }) && updated > 0;
+                if !with_result && !spent.is_zero() {
                     sqlx::query(
                         "insert into run_tallies (run_id, counter, n) \
                          select r.id, t.column1, t.column2 from runs r join (values ('prompt_tokens', $2), \

@@ -122,15 +122,22 @@ async fn stale_workers_change_nothing(backend: Backend) {
     assert_eq!(s.rescue_expired().await.expect("rescue"), 1, "a's lease expired");
     let b = s.claim_jobs("b", 10, Duration::from_secs(30)).await.expect("claim");
     assert_eq!((b.len(), b[0].attempts), (1, 2));
-    let late = Completion::Failed {
-        job: a[0].clone(),
-        error: "late".into(),
-        retry_in: None,
-        spent: RunUsage::default(),
-    };
-    assert_eq!(s.complete_jobs("a", &[late]).await.expect("complete"), 0, "a no longer holds the lease");
+    // a finishes late, with a result and a failure (as if it had held two jobs): neither is written, but what
+    // their calls cost is spent all the same.
+    let late = [
+        Completion::Succeeded { job: a[0].clone(), result: result_for(&lead(0), true) },
+        Completion::Failed {
+            job: a[0].clone(),
+            error: "late".into(),
+            retry_in: None,
+            spent: RunUsage { prompt_tokens: 7, completion_tokens: 1, cost_usd: 0.000_001 },
+        },
+    ];
+    assert_eq!(s.complete_jobs("a", &late).await.expect("complete"), 0, "a no longer holds the lease");
     let counts = s.job_counts(&run.id).await.expect("counts");
     assert_eq!(counts.running, 1);
+    let t = s.run_tallies(&run.id).await.expect("tallies");
+    assert_eq!((t.results.hybrid, t.usage.prompt_tokens, t.usage.completion_tokens), (0, 307, 21));
     assert_eq!(
         s.claim_jobs("c", 10, Duration::from_secs(30)).await.expect("claim").len(),
         0,
