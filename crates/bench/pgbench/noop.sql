@@ -1,0 +1,1 @@
+select noop_cycle('w' || :client_id);

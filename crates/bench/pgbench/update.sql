@@ -1,0 +1,1 @@
+select cycle('w' || :client_id, false);
