@@ -277,7 +277,8 @@ impl ResultArrays {
 }
 
 /// What each completion of a batch was billed for, as columns (only those that spent something).
-/// `with_result`: counted only when its result is not written (the result's own tally counts it then).
+/// `with_result`: the completion carries a result, so its spend counts here only when the result is not written
+/// (a written result counts its own through the tallies' triggers).
 #[derive(Default)]
 struct SpendArrays {
     run_id: Vec<String>,
@@ -526,8 +527,8 @@ impl Store {
                     .rows_affected();
                 // A result written counts its spend by trigger; anything else counts it here.
                 let spent = c.spent();
-                let with_result = matches!(c, Completion::Succeeded { .. }) && updated > 0;
-                if !with_result && !spent.is_zero() {
+                let written = matches!(c, Completion::Succeeded { .. }) && updated > 0;
+                if !written && !spent.is_zero() {
                     sqlx::query(
                         "insert into run_tallies (run_id, counter, n) \
                          select r.id, t.column1, t.column2 from runs r join (values ('prompt_tokens', $2), \

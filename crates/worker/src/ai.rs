@@ -157,7 +157,7 @@ impl Ai {
         let attempt = self.client.classify(&prompt).await;
         let tokens = Some((attempt.usage.prompt_tokens, attempt.usage.completion_tokens));
         let latency = Some(attempt.latency);
-        // What a failed attempt was billed for (an invalid reply costs as much as a good one).
+        // What the attempt was billed for if it ends without a result (an invalid reply costs as much as a good one).
         let spent = RunUsage {
             prompt_tokens: attempt.usage.prompt_tokens as i64,
             completion_tokens: attempt.usage.completion_tokens as i64,
