@@ -132,7 +132,9 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
     let mut spent = SpendArrays::default();
     for c in done {
         let (job, status, error, run_at, refund) = c.transition(now);
-        spent.push(job, c.spent(), matches!(c, Completion::Succeeded { .. }));
+        if !matches!(c, Completion::Succeeded { .. }) {
+            spent.push(job, c.spent());
+        }
         refunds.push(refund);
         runs.push(job.run_id.clone());
         leads.push(job.lead_id.clone());
@@ -181,14 +183,17 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
            returning 1), \
          spent as ( \
            insert into run_tallies (run_id, counter, n) \
-           select s.run_id, t.counter, sum(t.n) from unnest($26::text[], $27::bigint[], $28::bigint[], \
-             $29::float8[], $30::text[], $31::bool[]) \
-             as s(run_id, prompt_tokens, completion_tokens, cost_usd, lead_id, with_result) \
+           select s.run_id, t.counter, sum(t.n) from ( \
+             select * from unnest($26::text[], $27::bigint[], $28::bigint[], $29::float8[]) \
+             union all \
+             select v.run_id, coalesce(v.prompt_tokens, 0), coalesce(v.completion_tokens, 0), \
+               coalesce(v.cost_usd, 0) from res v \
+             where not exists (select 1 from updated u where u.run_id = v.run_id and u.lead_id = v.lead_id)) \
+             as s(run_id, prompt_tokens, completion_tokens, cost_usd) \
            cross join lateral (values ('prompt_tokens', s.prompt_tokens), \
              ('completion_tokens', s.completion_tokens), ('cost_nusd', round(s.cost_usd * 1e9)::bigint)) \
              as t(counter, n) \
-           where exists (select 1 from runs where runs.id = s.run_id) and not exists ( \
-             select 1 from updated u where s.with_result and u.run_id = s.run_id and u.lead_id = s.lead_id) \
+           where exists (select 1 from runs where runs.id = s.run_id) \
            group by s.run_id, t.counter having sum(t.n) <> 0) \
          select count(*) from updated",
     )
@@ -221,8 +226,6 @@ async fn complete_set_based(pool: &sqlx::PgPool, worker: &str, done: &[Completio
     .bind(&spent.prompt_tokens)
     .bind(&spent.completion_tokens)
     .bind(&spent.cost_usd)
-    .bind(&spent.lead_id)
-    .bind(&spent.with_result)
     .fetch_one(pool)
     .await?;
     Ok(applied as u64)
@@ -276,27 +279,23 @@ impl ResultArrays {
     }
 }
 
-/// What each completion of a batch was billed for, as columns (only those that spent something).
-/// `with_result`: the completion carries a result, so its spend counts here only when the result is not written
-/// (a written result counts its own through the tallies' triggers).
+/// What the completions of a batch that carry no result were billed for, as columns (only those that spent
+/// something). A result's own spend is in its columns: its trigger counts it when it is written, and the
+/// completion statement when a stale writer's result is not.
 #[derive(Default)]
 struct SpendArrays {
     run_id: Vec<String>,
-    lead_id: Vec<String>,
-    with_result: Vec<bool>,
     prompt_tokens: Vec<i64>,
     completion_tokens: Vec<i64>,
     cost_usd: Vec<f64>,
 }
 
 impl SpendArrays {
-    fn push(&mut self, job: &ClaimedJob, spent: RunUsage, with_result: bool) {
+    fn push(&mut self, job: &ClaimedJob, spent: RunUsage) {
         if spent.is_zero() {
             return;
         }
         self.run_id.push(job.run_id.clone());
-        self.lead_id.push(job.lead_id.clone());
-        self.with_result.push(with_result);
         self.prompt_tokens.push(spent.prompt_tokens);
         self.completion_tokens.push(spent.completion_tokens);
         self.cost_usd.push(spent.cost_usd);
