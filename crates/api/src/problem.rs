@@ -152,6 +152,10 @@ impl From<leadscore_store::StoreError> for ApiError {
             StoreError::Db(sqlx_err) if is_unavailable(&sqlx_err) => {
                 ApiError::Unavailable(format!("the database is unavailable: {sqlx_err}"))
             }
+            StoreError::IdempotencyMismatch => {
+                ApiError::invalid_param("Idempotency-Key", "was already used with a different request body")
+            }
+            StoreError::BadCursor => ApiError::invalid_param("cursor", "not a cursor of this list"),
             other => ApiError::Internal(other.to_string()),
         }
     }

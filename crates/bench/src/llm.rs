@@ -14,7 +14,7 @@ use leadscore_core::prompt::build_prompt;
 use leadscore_core::{Lead, Offer};
 use leadscore_fake_llm::{FakeConfig, FakeLlm};
 use leadscore_llm::{LlmConfig, Prices};
-use leadscore_store::{DEFAULT_WORKSPACE, Selection, Store};
+use leadscore_store::{DEFAULT_WORKSPACE, NewRun, Selection, Store};
 use leadscore_worker::{Ai, WorkerConfig};
 
 #[derive(Debug, clap::Args)]
@@ -95,7 +95,10 @@ async fn timed_run(store: &Store, offer_id: &str, upload: &str, config: WorkerCo
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let pool = tokio::spawn(leadscore_worker::run(store.clone(), config, stopped));
     let started = Instant::now();
-    let run = store.create_run(WS, offer_id, &Selection::Upload(upload.to_owned()), None).await?;
+    let run = store
+        .create_run(&NewRun::new(WS, offer_id, &Selection::Upload(upload.to_owned())))
+        .await
+        .map(|c| c.run)?;
     wait_completed(store, &run.id, Duration::from_secs(600)).await?;
     let secs = started.elapsed().as_secs_f64();
     let _ = stop.send(true);
@@ -107,7 +110,7 @@ pub(crate) async fn wait_completed(store: &Store, run_id: &str, within: Duration
     let deadline = Instant::now() + within;
     loop {
         let run = store.get_run(WS, run_id).await?.context("run vanished")?;
-        if run.status == "completed" {
+        if run.status == leadscore_core::RunStatus::Completed {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -198,7 +201,8 @@ async fn rate_limit(args: &LlmArgs, url: &str, store: &Store, offer_id: &str) ->
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         fake.reset();
-        let run = store.create_run(WS, offer_id, &Selection::Upload(upload), None).await?;
+        let run =
+            store.create_run(&NewRun::new(WS, offer_id, &Selection::Upload(upload))).await.map(|c| c.run)?;
         wait_completed(store, &run.id, Duration::from_secs(args.rate_secs * 4 + 60)).await?;
         for mut c in children {
             let _ = c.kill().await;

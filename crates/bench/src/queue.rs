@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use leadscore_store::sqlx::{self, PgPool};
-use leadscore_store::{Completion, DEFAULT_WORKSPACE as WS, NewResult, Selection, Store};
+use leadscore_store::{Completion, DEFAULT_WORKSPACE as WS, NewResult, NewRun, Selection, Store};
 use tokio::process::{Child, Command};
 
 use crate::llm::{median, seed, wait_completed};
@@ -161,7 +161,10 @@ async fn statements_loop(
     let mut rates = Vec::new();
     for _ in 0..args.runs {
         let started = Instant::now();
-        let run = store.create_run(WS, offer, &Selection::Upload(upload.to_owned()), None).await?;
+        let run = store
+            .create_run(&NewRun::new(WS, offer, &Selection::Upload(upload.to_owned())))
+            .await
+            .map(|c| c.run)?;
         let tasks: Vec<_> = (0..loops)
             .map(|i| {
                 let (queue, rules) = (queue.clone(), rules.clone());
@@ -226,7 +229,10 @@ fn worker(args: &QueueArgs, url: &str, envs: &[(&str, &str)]) -> Result<Child> {
 /// Creates a run over `upload` and waits until it is completed; returns (seconds, jobs).
 async fn timed_run(store: &Store, offer: &str, upload: &str) -> Result<(f64, i64)> {
     let started = Instant::now();
-    let run = store.create_run(WS, offer, &Selection::Upload(upload.to_owned()), None).await?;
+    let run = store
+        .create_run(&NewRun::new(WS, offer, &Selection::Upload(upload.to_owned())))
+        .await
+        .map(|c| c.run)?;
     wait_completed(store, &run.id, Duration::from_secs(1800)).await?;
     Ok((started.elapsed().as_secs_f64(), run.total))
 }
@@ -294,7 +300,10 @@ async fn crash(
     let mut steady = worker(args, url, &lease)?;
     let mut victim = worker(args, url, &lease)?;
     let started = Instant::now();
-    let run = store.create_run(WS, offer, &Selection::Upload(upload.to_owned()), None).await?;
+    let run = store
+        .create_run(&NewRun::new(WS, offer, &Selection::Upload(upload.to_owned())))
+        .await
+        .map(|c| c.run)?;
     loop {
         let c = store.job_counts(&run.id).await?;
         if c.succeeded >= run.total / 3 {
@@ -344,7 +353,10 @@ async fn big_run(args: &QueueArgs, url: &str, store: &Store, pool: &PgPool, offe
     let mut run = None;
     for i in 0..args.runs {
         let started = Instant::now();
-        let r = store.create_run(WS, offer, &Selection::Upload(upload.clone()), None).await?;
+        let r = store
+            .create_run(&NewRun::new(WS, offer, &Selection::Upload(upload.clone())))
+            .await
+            .map(|c| c.run)?;
         secs.push(started.elapsed().as_secs_f64());
         if i + 1 < args.runs {
             sqlx::query("delete from jobs where run_id = $1").bind(&r.id).execute(pool).await?;
@@ -356,7 +368,10 @@ async fn big_run(args: &QueueArgs, url: &str, store: &Store, pool: &PgPool, offe
     let run = run.context("at least one run")?;
     eprintln!("create a {}-job run: {secs:.2?} s", args.big);
     let small_upload = seed(store, 10_000, "small").await?;
-    let small = store.create_run(WS, offer, &Selection::Upload(small_upload.clone()), None).await?;
+    let small = store
+        .create_run(&NewRun::new(WS, offer, &Selection::Upload(small_upload.clone())))
+        .await
+        .map(|c| c.run)?;
     println!();
     println!("| big run | result |");
     println!("|---|---|");
@@ -413,7 +428,8 @@ async fn big_run(args: &QueueArgs, url: &str, store: &Store, pool: &PgPool, offe
         .collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let fair_started = Instant::now();
-    let fair = store.create_run(WS, offer, &Selection::Upload(fair_upload), None).await?;
+    let fair =
+        store.create_run(&NewRun::new(WS, offer, &Selection::Upload(fair_upload))).await.map(|c| c.run)?;
     wait_completed(store, &fair.id, Duration::from_secs(600)).await?;
     let fair_secs = fair_started.elapsed().as_secs_f64();
     let big_at_fair = store.job_counts(&run.id).await?.succeeded;

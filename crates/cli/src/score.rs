@@ -11,18 +11,20 @@ use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use leadscore_api::UploadLimits;
 use leadscore_api::problem::ApiError;
 use leadscore_core::csv::RejectedRow;
 use leadscore_core::results_csv::{ResultsCsv, push_cell};
-use leadscore_core::{Intent, Offer, ScoreBasis};
+use leadscore_core::{Intent, Offer, RunStatus, ScoreBasis};
 use leadscore_store::{
-    ConnectOptions, DEFAULT_WORKSPACE as WS, Page, ResultFilter, RunRecord, Selection, Store, UploadRecord,
+    ConnectOptions, DEFAULT_WORKSPACE as WS, NewRun, Page, ResultFilter, ResultScope, RunRecord, Selection,
+    Store, UploadRecord,
 };
 use leadscore_worker::{Ai, WorkerConfig};
 use tokio::sync::{mpsc, watch};
@@ -144,10 +146,16 @@ async fn score_in(
         ResultsCsv::new(out, upload.extra_columns.clone()).context("writing the results header")?;
     if upload.rows_accepted > 0 {
         let offer = store.create_offer(WS, &offer).await.context("storing the offer")?;
-        let run = store
-            .create_run(WS, &offer.id, &Selection::Upload(upload.id.clone()), None)
-            .await
-            .context("creating the run")?;
+        let selection = Selection::Upload(upload.id.clone());
+        let config = ai.as_ref().map(|ai| ai.config().clone());
+        let estimate = config.map(|config| {
+            move |offer: &Offer, leads: i64| leadscore_llm::estimated_cost(&config, offer, leads)
+        });
+        let new = NewRun {
+            estimate: estimate.as_ref().map(|e| e as &(dyn Fn(&Offer, i64) -> f64 + Sync)),
+            ..NewRun::new(WS, &offer.id, &selection)
+        };
+        let run = store.create_run(&new).await.context("creating the run")?.run;
         work_off(store, &run, args.concurrency, ai).await?;
         summary.failed = store.run_tallies(&run.id).await.context("reading the run's counts")?.jobs.failed;
         write_results(store, &run.id, &mut results, &mut summary).await?;
@@ -269,28 +277,27 @@ async fn work_off(
     outcome
 }
 
-/// Waits for the run to finish, moving the bar with its counts. A blocked run (the provider refuses the key or
-/// the model) ends the command with the provider's message instead of waiting for ever.
+/// Waits for the run to finish, moving the bar with its counts, woken by the run's progress events. A
+/// blocked run (the provider refuses the key or the model) ends the command with the provider's message
+/// instead of waiting for ever.
 async fn follow(store: &Store, run: &RunRecord, bar: Option<&ProgressBar>) -> Result<(), Failure> {
-    let mut progress = store.subscribe_progress();
+    let mut watch = store.watch_run(WS, &run.id);
     loop {
-        let current =
-            store.get_run(WS, &run.id).await.context("reading the run")?.context("the run vanished")?;
+        let current = watch.read().await.context("reading the run")?.context("the run vanished")?;
         let jobs = store.run_tallies(&run.id).await.context("reading the run's counts")?.jobs;
         if let Some(bar) = bar {
             bar.set_position(u64::try_from(jobs.succeeded + jobs.failed + jobs.cancelled).unwrap_or(0));
         }
-        match current.status.as_str() {
-            "completed" => return Ok(()),
-            "blocked" => {
+        match current.status {
+            RunStatus::Completed => return Ok(()),
+            RunStatus::Blocked => {
                 let why =
                     current.blocked_reason.unwrap_or_else(|| "the AI provider refused the requests".into());
                 return Err(Failure::Failed(anyhow!("the AI provider blocks the run: {why}")));
             }
             _ => {}
         }
-        // Woken by the pool's progress announcements; the timeout covers a missed one.
-        let _ = tokio::time::timeout(Duration::from_millis(250), progress.recv()).await;
+        watch.changed(None).await;
     }
 }
 
@@ -301,23 +308,18 @@ async fn write_results<W: Write>(
     out: &mut ResultsCsv<W>,
     summary: &mut Summary,
 ) -> Result<(), Failure> {
-    let mut page = Page { limit: EXPORT_PAGE, after: None };
-    loop {
-        let chunk = store
-            .list_run_results(WS, run_id, &ResultFilter::default(), &page)
-            .await
-            .context("reading results")?;
-        for r in &chunk.items {
+    let scope = ResultScope::Run(run_id.to_owned());
+    let mut pages =
+        std::pin::pin!(store.result_pages(WS.to_owned(), scope, ResultFilter::default(), EXPORT_PAGE));
+    while let Some(page) = pages.next().await {
+        for r in &page.context("reading results")? {
             r.write_csv(out).context("writing results")?;
             summary.scored += 1;
             *summary.by_intent.entry(r.scoring.intent).or_default() += 1;
             *summary.by_basis.entry(r.scoring.score_basis.as_str()).or_default() += 1;
         }
-        match chunk.next_cursor {
-            Some(c) => page.after = Some(c),
-            None => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 /// Writes every rejected row of the upload to `path` (`line,column,message`).

@@ -216,8 +216,11 @@ async fn scores_with_the_ai_layer_and_keeps_the_run() {
     let page = leadscore_store::Page { limit: 10, after: None };
     let runs = store.list_runs(leadscore_store::DEFAULT_WORKSPACE, &page).await.expect("runs");
     assert_eq!(runs.items.len(), 1);
-    assert_eq!(runs.items[0].status, "completed");
-    let tallies = store.run_tallies(&runs.items[0].id).await.expect("tallies");
+    assert_eq!(runs.items[0].run.status, leadscore_core::RunStatus::Completed);
+    // The CLI's run is created like the API's: with the AI layer's cost estimate.
+    let estimate = runs.items[0].run.estimated_cost_usd;
+    assert!(estimate.is_some_and(|e| e > 0.0), "estimate {estimate:?}");
+    let tallies = runs.items[0].tallies;
     assert_eq!((tallies.jobs.succeeded, tallies.results.hybrid), (16, 16));
     assert!(tallies.usage.prompt_tokens > 0 && tallies.usage.cost_usd > 0.0, "{tallies:?}");
 }

@@ -11,9 +11,11 @@ pub mod reply;
 pub mod results_csv;
 pub mod rules;
 pub mod score;
+pub mod state;
 pub mod text;
 
 pub use lead::{Attribute, Lead, LeadError, LeadRow};
 pub use offer::{FieldError, Offer, OfferError, OfferInput};
 pub use rules::{RuleReason, RuleScore, Rules};
 pub use score::{AiOutcome, AiStatus, AiVerdict, Flag, Intent, ScoreBasis, Scoring};
+pub use state::{JobEvent, JobStatus, Refused, RunEvent, RunStatus, StopReason};

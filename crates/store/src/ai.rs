@@ -6,6 +6,9 @@ use std::collections::HashMap;
 
 use sqlx::types::Json;
 
+use leadscore_core::RunEvent;
+
+use crate::states::{run_guard, run_set};
 use crate::{Pool, Result, Store, now_millis, on_pool};
 
 /// Tokens and cost the AI provider billed: for a run (everything its attempts were billed for, including
@@ -24,15 +27,6 @@ impl RunUsage {
 }
 
 impl Store {
-    /// Records the cost expected before work starts.
-    pub async fn set_estimated_cost(&self, run_id: &str, usd: f64) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("update runs set estimated_cost_usd = $1 where id = $2")
-                .bind(usd).bind(run_id).execute(pool).await?;
-        });
-        Ok(())
-    }
-
     /// What a run's AI calls were billed for (from its tallies).
     pub async fn run_usage(&self, run_id: &str) -> Result<RunUsage> {
         Ok(self.run_tallies(run_id).await?.usage)
@@ -41,9 +35,12 @@ impl Store {
     /// Marks every queued or running run `blocked` with `reason` (the provider rejected the key or the model):
     /// claims skip them until they are resumed. Returns the runs blocked.
     pub async fn block_active_runs(&self, reason: &str) -> Result<Vec<String>> {
-        let ids: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(
-            "update runs set status = 'blocked', blocked_reason = $1 where status in ('queued', 'running') \
-             returning id")
+        let sql = format!(
+            "update runs set {} where {} returning id",
+            run_set(RunEvent::ProviderRejected, "$1"),
+            run_guard("status", RunEvent::ProviderRejected)
+        );
+        let ids: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(reason)
             .fetch_all(pool)
             .await?);
@@ -55,9 +52,12 @@ impl Store {
     /// Puts every run blocked by the provider back to work (a worker started with a possibly fixed
     /// configuration). Runs paused by their cost cap stay paused.
     pub async fn unblock_runs(&self) -> Result<u64> {
-        let n = on_pool!(self, pool => sqlx::query(
-            "update runs set status = case when started_at is null then 'queued' else 'running' end, \
-               blocked_reason = null where status = 'blocked'")
+        let sql = format!(
+            "update runs set {} where {}",
+            run_set(RunEvent::ProviderRestored, "null"),
+            run_guard("status", RunEvent::ProviderRestored)
+        );
+        let n = on_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(pool)
             .await?
             .rows_affected());
@@ -70,14 +70,19 @@ impl Store {
     /// Pauses those of `runs` whose results cost at least their `max_cost_usd`. Returns the runs paused.
     pub async fn pause_runs_over_budget(&self, runs: &[&str]) -> Result<Vec<String>> {
         let mut paused = Vec::new();
+        let sql = format!(
+            "update runs set {} where id = $1 and max_cost_usd is not null and {} \
+               and (select coalesce(sum(n), 0) from run_tallies where run_id = $1 and counter = 'cost_nusd') \
+                 >= max_cost_usd * 1e9 \
+             returning id",
+            run_set(
+                RunEvent::CostCapReached,
+                "'max_cost_usd reached: ' || cast(max_cost_usd as text) || ' USD'"
+            ),
+            run_guard("status", RunEvent::CostCapReached)
+        );
         for run in runs {
-            let hit: Option<String> = on_pool!(self, pool => sqlx::query_scalar(
-                "update runs set status = 'paused', \
-                   blocked_reason = 'max_cost_usd reached: ' || cast(max_cost_usd as text) || ' USD' \
-                 where id = $1 and max_cost_usd is not null and status in ('queued', 'running') \
-                   and (select coalesce(sum(n), 0) from run_tallies where run_id = $1 and counter = 'cost_nusd') \
-                     >= max_cost_usd * 1e9 \
-                 returning id")
+            let hit: Option<String> = on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(run)
                 .fetch_optional(pool)
                 .await?);

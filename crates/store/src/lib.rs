@@ -14,6 +14,7 @@ mod queue;
 mod results;
 mod row;
 mod runs;
+mod states;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 mod uploads;
@@ -31,10 +32,10 @@ pub use leads::LeadRecord;
 pub use maintenance::Leadership;
 pub use offers::OfferRecord;
 pub use queue::{ClaimedJob, ClaimedWork, Completion, JobRecord, NewResult, RunSnapshot};
-pub use results::{ResultFilter, ResultRecord};
+pub use results::{ResultFilter, ResultRecord, ResultScope};
 pub use runs::{
-    Control, ControlOutcome, DEFAULT_MAX_ATTEMPTS, Idempotent, JobCounts, ResultCounts, RunRecord,
-    RunTallies, Selection,
+    Control, ControlOutcome, Created, DEFAULT_MAX_ATTEMPTS, IdempotencyKey, JobCounts, NewRun, ResultCounts,
+    RunRecord, RunStatusView, RunTallies, RunWatch, Selection,
 };
 pub use sqlx;
 pub use uploads::{UploadError, UploadRecord, UploadWriter};
@@ -60,6 +61,10 @@ pub enum StoreError {
     OfferNotFound,
     #[error("the selection holds no lead to score")]
     EmptySelection,
+    #[error("the Idempotency-Key was already used with a different request body")]
+    IdempotencyMismatch,
+    #[error("not a cursor of this list")]
+    BadCursor,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -87,6 +92,28 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+
+/// Opens a transaction that will write: on SQLite it takes the write lock up front (`BEGIN IMMEDIATE`, waited
+/// for on `busy_timeout`), since a transaction that reads first and writes later fails at once with
+/// `SQLITE_BUSY` when another connection wrote in between.
+pub(crate) trait WritePool {
+    type Db: sqlx::Database;
+    fn begin_write(&self) -> impl Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send;
+}
+
+impl WritePool for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(&self) -> impl Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send {
+        self.begin()
+    }
+}
+
+impl WritePool for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(&self) -> impl Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
 
 /// A page request for cursor pagination: items after `after` (an id from the previous page), in id order.
 #[derive(Debug, Clone, Default)]
@@ -296,6 +323,7 @@ const POSTGRES_MIGRATIONS: Migrations = &[
     (4, "ai", include_str!("../../../migrations/postgres/0004_ai.sql")),
     (5, "tallies", include_str!("../../../migrations/postgres/0005_tallies.sql")),
     (6, "spend", include_str!("../../../migrations/postgres/0006_spend.sql")),
+    (7, "states", include_str!("../../../migrations/postgres/0007_states.sql")),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
@@ -304,6 +332,7 @@ const SQLITE_MIGRATIONS: Migrations = &[
     (4, "ai", include_str!("../../../migrations/sqlite/0004_ai.sql")),
     (5, "tallies", include_str!("../../../migrations/sqlite/0005_tallies.sql")),
     (6, "spend", include_str!("../../../migrations/sqlite/0006_spend.sql")),
+    (7, "states", include_str!("../../../migrations/sqlite/0007_states.sql")),
 ];
 
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {

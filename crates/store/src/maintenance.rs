@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use leadscore_core::JobStatus;
+
+use crate::states::{CLAIMABLE_RUNS, FINISHED_RUNS};
 use crate::{Pool, Result, Store, now, on_pool};
 
 /// A bulk write of at least this many rows refreshes the planner's statistics of its table right away.
@@ -81,15 +84,17 @@ impl Store {
     /// delta is either deleted and summed by this statement or left as it is. Returns the rows removed.
     pub async fn compact_tallies(&self) -> Result<u64> {
         let Pool::Pg(pool) = &self.pool else { return Ok(0) };
-        let removed: i64 = sqlx::query_scalar(
+        let removed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "with crowded as (select run_id from run_tallies \
-               where run_id in (select id from runs where status in ('queued', 'running')) \
+               where run_id in (select id from runs where status in ({})) \
                group by run_id having count(*) > 16), \
              gone as (delete from run_tallies t using crowded c where t.run_id = c.run_id \
                returning t.run_id, t.counter, t.n), \
              folded as (insert into run_tallies (run_id, counter, n) select run_id, counter, sum(n) from gone \
                group by run_id, counter having sum(n) <> 0 returning 1) \
-             select (select count(*) from gone) - (select count(*) from folded)")
+             select (select count(*) from gone) - (select count(*) from folded)",
+            *CLAIMABLE_RUNS
+        )))
             .fetch_one(pool)
             .await?;
         Ok(removed.max(0) as u64)
@@ -100,40 +105,43 @@ impl Store {
     /// stay: they hold the last error and `retry` re-queues them. Returns the jobs deleted.
     pub async fn prune_finished_jobs(&self, retention: Duration) -> Result<u64> {
         let cutoff = now() - retention;
-        let run: Option<String> = on_pool!(self, pool => sqlx::query_scalar(
-            "select id from runs r where status in ('completed', 'cancelled') and finished_at < $1 \
-               and exists (select 1 from jobs j where j.run_id = r.id and j.status in ('succeeded', 'cancelled')) \
-             limit 1")
+        let prunable = format!("'{}', '{}'", JobStatus::Succeeded, JobStatus::Cancelled);
+        let run: Option<String> = on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select id from runs r where status in ({}) and finished_at < $1 \
+               and exists (select 1 from jobs j where j.run_id = r.id and j.status in ({prunable})) \
+             limit 1", *FINISHED_RUNS)))
             .bind(cutoff)
             .fetch_optional(pool)
             .await?);
         let Some(run) = run else { return Ok(0) };
         let deleted = match &self.pool {
             // One statement: what is credited is exactly what was deleted, whatever runs concurrently.
-            Pool::Pg(pool) => sqlx::query_scalar::<_, i64>(
-                "with gone as (delete from jobs where run_id = $1 and status in ('succeeded', 'cancelled') \
+            Pool::Pg(pool) => {
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                    "with gone as (delete from jobs where run_id = $1 and status in ({prunable}) \
                    returning run_id, status), \
                  credit as (insert into run_tallies (run_id, counter, n) \
                    select run_id, status, count(*) from gone group by run_id, status) \
                  select count(*) from gone",
-            )
-            .bind(&run)
-            .fetch_one(pool)
-            .await? as u64,
+                )))
+                .bind(&run)
+                .fetch_one(pool)
+                .await? as u64
+            }
             // One writer: the two statements of the transaction see the same jobs.
             Pool::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                sqlx::query(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
                     "insert into run_tallies (run_id, counter, n) select run_id, status, count(*) from jobs \
-                     where run_id = $1 and status in ('succeeded', 'cancelled') group by run_id, status \
+                     where run_id = $1 and status in ({prunable}) group by run_id, status \
                      on conflict (run_id, counter) do update set n = n + excluded.n",
-                )
+                )))
                 .bind(&run)
                 .execute(&mut *tx)
                 .await?;
-                let n = sqlx::query(
-                    "delete from jobs where run_id = $1 and status in ('succeeded', 'cancelled')",
-                )
+                let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "delete from jobs where run_id = $1 and status in ({prunable})",
+                )))
                 .bind(&run)
                 .execute(&mut *tx)
                 .await?

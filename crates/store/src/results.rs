@@ -94,113 +94,168 @@ const COLUMNS: &str = "l.id, l.upload_id, l.line, l.external_id, l.name, l.role,
     r.ai_intent, r.ai_score, r.ai_reasoning, r.ai_status, r.score_basis, r.final_score, r.intent, r.flags, r.model, \
     r.prompt_version, r.prompt_tokens, r.completion_tokens, r.cost_usd, r.latency_ms, r.created_at as scored_at";
 
-impl Store {
-    /// A run's results in lead order (cursor = lead id), filtered.
-    pub async fn list_run_results(
-        &self,
-        workspace: &str,
-        run_id: &str,
-        filter: &ResultFilter,
-        page: &Page,
-    ) -> Result<Paged<ResultRecord>> {
-        let rows = on_pool!(self, pool => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "select {COLUMNS} from results r join leads l on l.workspace_id = r.workspace_id and l.id = r.lead_id \
-                 where r.run_id = $1 and r.workspace_id = $2 and r.lead_id > $3 \
-                   and ($4 is null or r.intent = $4) and r.final_score >= $5 and ($6 is null or r.score_basis = $6) \
-                 order by r.lead_id limit $7")))
-                .bind(run_id)
-                .bind(workspace)
-                .bind(page.after.as_deref().unwrap_or(""))
-                .bind(filter.intent.map(|i| i.as_str()))
-                .bind(i64::from(filter.min_score.unwrap_or(0)))
-                .bind(filter.score_basis.map(|b| b.as_str()))
-                .bind(page.fetch_limit())
-                .fetch_all(pool)
-                .await?;
-            rows.iter().map(result_from_row).collect::<Result<Vec<_>>>()?
-        });
-        Ok(page.finish(rows, |r| r.lead.id.clone()))
+/// Whose results a listing or export reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultScope {
+    /// One run's results, in lead order (cursor: the lead id).
+    Run(String),
+    /// The current result per (lead, offer): the one from the most recently created run, optionally of one
+    /// offer, in (lead, offer) order (cursor: `lead_id~offer_id`).
+    Current { offer_id: Option<String> },
+}
+
+impl ResultScope {
+    /// `where` conditions on `r` (results) after the workspace (`$1`); `$2` is the run or offer id.
+    fn condition(&self) -> &'static str {
+        match self {
+            ResultScope::Run(_) => "r.run_id = $2",
+            ResultScope::Current { .. } => {
+                "($2 is null or r.offer_id = $2) and r.run_id = (select max(r2.run_id) from results r2 \
+                 where r2.workspace_id = r.workspace_id and r2.offer_id = r.offer_id and r2.lead_id = r.lead_id)"
+            }
+        }
+    }
+
+    fn id(&self) -> Option<&str> {
+        match self {
+            ResultScope::Run(run) => Some(run),
+            ResultScope::Current { offer_id } => offer_id.as_deref(),
+        }
+    }
+
+    /// The keyset position after `cursor` (`$3`, `$4`) and the order that goes with it.
+    fn keyset(&self) -> (&'static str, &'static str) {
+        match self {
+            ResultScope::Run(_) => ("r.lead_id > $3", "r.lead_id"),
+            ResultScope::Current { .. } => {
+                ("(r.lead_id > $3 or (r.lead_id = $3 and r.offer_id > $4))", "r.lead_id, r.offer_id")
+            }
+        }
+    }
+
+    /// The (lead, offer) key a cursor stands for.
+    fn decode(&self, cursor: Option<&str>) -> Result<(String, String)> {
+        match (self, cursor) {
+            (_, None) => Ok((String::new(), String::new())),
+            (ResultScope::Run(_), Some(lead)) => Ok((lead.to_owned(), String::new())),
+            (ResultScope::Current { .. }, Some(c)) => {
+                let (lead, offer) = c.split_once('~').ok_or(StoreError::BadCursor)?;
+                Ok((lead.to_owned(), offer.to_owned()))
+            }
+        }
+    }
+
+    fn encode(&self, r: &ResultRecord) -> String {
+        match self {
+            ResultScope::Run(_) => r.lead.id.clone(),
+            ResultScope::Current { .. } => format!("{}~{}", r.lead.id, r.offer_id),
+        }
     }
 }
 
-/// The current result of each lead for an offer: the one from the most recently created run.
-const CURRENT: &str = "r.workspace_id = $1 and r.offer_id = $2 and r.run_id = (select max(r2.run_id) from results r2 \
-    where r2.workspace_id = r.workspace_id and r2.offer_id = r.offer_id and r2.lead_id = r.lead_id)";
+/// Where a read starts: after a cursor (keyset pages), or at an offset (the page numbers of the seed routes).
+enum Start<'a> {
+    After(Option<&'a str>),
+    Offset(i64),
+}
 
 impl Store {
-    /// Current results for an offer by offset (page-number pagination of the seed-compatible routes).
-    pub async fn current_results(
+    /// THE results pager: a page of `scope`'s results after `page.after`, filtered. Every listing and export
+    /// reads through it.
+    pub async fn list_results(
         &self,
         workspace: &str,
-        offer_id: &str,
+        scope: &ResultScope,
+        filter: &ResultFilter,
+        page: &Page,
+    ) -> Result<Paged<ResultRecord>> {
+        let rows = self
+            .read_results(workspace, scope, filter, Start::After(page.after.as_deref()), page.fetch_limit())
+            .await?;
+        Ok(page.finish(rows, |r| scope.encode(r)))
+    }
+
+    /// Results by offset, for the page-number pagination of the seed-compatible `/api/leads/results/`.
+    pub async fn list_results_at(
+        &self,
+        workspace: &str,
+        scope: &ResultScope,
         offset: i64,
         limit: i64,
     ) -> Result<Vec<ResultRecord>> {
+        self.read_results(workspace, scope, &ResultFilter::default(), Start::Offset(offset), limit).await
+    }
+
+    /// Every result of `scope`, one page of `page_size` at a time as the consumer asks for them: memory stays
+    /// flat however many there are (exports).
+    pub fn result_pages(
+        &self,
+        workspace: String,
+        scope: ResultScope,
+        filter: ResultFilter,
+        page_size: u32,
+    ) -> impl futures_util::Stream<Item = Result<Vec<ResultRecord>>> + Send + 'static {
+        let store = self.clone();
+        futures_util::stream::try_unfold(Some(None::<String>), move |cursor| {
+            let (store, workspace, scope, filter) =
+                (store.clone(), workspace.clone(), scope.clone(), filter.clone());
+            async move {
+                let Some(after) = cursor else { return Ok(None) };
+                let page = store
+                    .list_results(&workspace, &scope, &filter, &Page { limit: page_size, after })
+                    .await?;
+                let next = page.next_cursor.map(Some);
+                Ok(Some((page.items, next)))
+            }
+        })
+    }
+
+    /// How many results `scope` holds (unfiltered).
+    pub async fn count_results(&self, workspace: &str, scope: &ResultScope) -> Result<i64> {
+        let sql =
+            format!("select count(*) from results r where r.workspace_id = $1 and {}", scope.condition());
+        let n = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+            .bind(workspace)
+            .bind(scope.id())
+            .fetch_one(pool)
+            .await?);
+        Ok(n)
+    }
+
+    async fn read_results(
+        &self,
+        workspace: &str,
+        scope: &ResultScope,
+        filter: &ResultFilter,
+        start: Start<'_>,
+        limit: i64,
+    ) -> Result<Vec<ResultRecord>> {
+        let (after, offset) = match start {
+            Start::After(cursor) => (scope.decode(cursor)?, 0),
+            Start::Offset(n) => ((String::new(), String::new()), n),
+        };
+        let (keyset, order) = scope.keyset();
+        let sql = format!(
+            "select {COLUMNS} from results r join leads l on l.workspace_id = r.workspace_id and l.id = r.lead_id \
+             where r.workspace_id = $1 and {} and {keyset} \
+               and ($5 is null or r.intent = $5) and r.final_score >= $6 and ($7 is null or r.score_basis = $7) \
+             order by {order} limit $8 offset $9",
+            scope.condition()
+        );
         on_pool!(self, pool => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "select {COLUMNS} from results r join leads l on l.workspace_id = r.workspace_id and l.id = r.lead_id \
-                 where {CURRENT} order by r.lead_id limit $3 offset $4")))
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(workspace)
-                .bind(offer_id)
+                .bind(scope.id())
+                .bind(&after.0)
+                .bind(&after.1)
+                .bind(filter.intent.map(|i| i.as_str()))
+                .bind(i64::from(filter.min_score.unwrap_or(0)))
+                .bind(filter.score_basis.map(|b| b.as_str()))
                 .bind(limit)
                 .bind(offset)
                 .fetch_all(pool)
                 .await?;
             rows.iter().map(result_from_row).collect()
         })
-    }
-
-    pub async fn count_current_results(&self, workspace: &str, offer_id: &str) -> Result<i64> {
-        let n = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
-            "select count(*) from results r where {CURRENT}")))
-            .bind(workspace)
-            .bind(offer_id)
-            .fetch_one(pool)
-            .await?);
-        Ok(n)
-    }
-}
-
-impl Store {
-    /// The current result per (lead, offer) of a workspace, optionally of one offer, filtered, in (lead, offer)
-    /// order. The cursor is `lead_id~offer_id` of the last item.
-    pub async fn list_current_results(
-        &self,
-        workspace: &str,
-        offer_id: Option<&str>,
-        filter: &ResultFilter,
-        page: &Page,
-    ) -> Result<Paged<ResultRecord>> {
-        let (after_lead, after_offer) = match page.after.as_deref() {
-            None => (String::new(), String::new()),
-            Some(c) => {
-                let (l, o) =
-                    c.split_once('~').ok_or_else(|| StoreError::Corrupt(format!("bad cursor {c:?}")))?;
-                (l.to_owned(), o.to_owned())
-            }
-        };
-        let rows = on_pool!(self, pool => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "select {COLUMNS} from results r join leads l on l.workspace_id = r.workspace_id and l.id = r.lead_id \
-                 where r.workspace_id = $1 and ($2 is null or r.offer_id = $2) \
-                   and r.run_id = (select max(r2.run_id) from results r2 where r2.workspace_id = r.workspace_id \
-                     and r2.offer_id = r.offer_id and r2.lead_id = r.lead_id) \
-                   and (r.lead_id > $3 or (r.lead_id = $3 and r.offer_id > $4)) \
-                   and ($5 is null or r.intent = $5) and r.final_score >= $6 and ($7 is null or r.score_basis = $7) \
-                 order by r.lead_id, r.offer_id limit $8")))
-                .bind(workspace)
-                .bind(offer_id)
-                .bind(&after_lead)
-                .bind(&after_offer)
-                .bind(filter.intent.map(|i| i.as_str()))
-                .bind(i64::from(filter.min_score.unwrap_or(0)))
-                .bind(filter.score_basis.map(|b| b.as_str()))
-                .bind(page.fetch_limit())
-                .fetch_all(pool)
-                .await?;
-            rows.iter().map(result_from_row).collect::<Result<Vec<_>>>()?
-        });
-        Ok(page.finish(rows, |r| format!("{}~{}", r.lead.id, r.offer_id)))
     }
 }

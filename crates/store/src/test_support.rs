@@ -55,6 +55,16 @@ impl TestDb {
             Store::open(&url, &ConnectOptions::default()).await.expect("open and migrate the test database");
         TestDb { url, store, cleanup }
     }
+
+    /// Runs one raw SQL statement (to force a state no operation of the store reaches directly); returns the
+    /// rows it changed. Panics on error.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        crate::on_pool!(self.store, pool => sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .rows_affected())
+    }
 }
 
 impl Drop for TestDb {

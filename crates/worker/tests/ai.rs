@@ -1,6 +1,7 @@
 //! Whole runs through the AI layer: worker pools (in-process and as `leadscore-worker` processes) against the fake
 //! OpenAI-compatible server over HTTP, real databases and real Redis.
 
+use leadscore_core::RunStatus;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +12,8 @@ use leadscore_fake_llm::{FakeConfig, FakeLlm, verdict_for};
 use leadscore_llm::{Gate, LlmConfig};
 use leadscore_store::test_support::TestDb;
 use leadscore_store::{
-    Backend, Control, DEFAULT_WORKSPACE, Page, ResultFilter, ResultRecord, Selection, Store,
+    Backend, Control, DEFAULT_WORKSPACE, NewRun, Page, ResultFilter, ResultRecord, ResultScope, Selection,
+    Store,
 };
 use leadscore_worker::{Ai, WorkerConfig};
 use tokio::sync::watch;
@@ -71,7 +73,12 @@ async fn all_results(store: &Store, run_id: &str) -> Vec<ResultRecord> {
     let mut after = None;
     loop {
         let page = store
-            .list_run_results(WS, run_id, &ResultFilter::default(), &Page { limit: 1000, after })
+            .list_results(
+                WS,
+                &ResultScope::Run(run_id.to_string()),
+                &ResultFilter::default(),
+                &Page { limit: 1000, after },
+            )
             .await
             .expect("results");
         out.extend(page.items);
@@ -82,7 +89,7 @@ async fn all_results(store: &Store, run_id: &str) -> Vec<ResultRecord> {
     }
 }
 
-async fn wait_for(store: &Store, run_id: &str, status: &str, within: Duration) {
+async fn wait_for(store: &Store, run_id: &str, status: RunStatus, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let run = store.get_run(WS, run_id).await.expect("run").expect("exists");
@@ -132,11 +139,15 @@ async fn a_run_survives_rate_limits_and_server_errors(backend: Backend) {
     llm.tpm = 100_000_000;
     let (max_tries, prices) = (llm.max_tries, llm.prices);
     let ai = Ai::from_config(llm).expect("ai");
-    let run = s.create_run(WS, &offer_id, &Selection::Upload(upload), None).await.expect("run");
+    let run = s
+        .create_run(&NewRun::new(WS, &offer_id, &Selection::Upload(upload)))
+        .await
+        .map(|c| c.run)
+        .expect("run");
     let (stop, stopped) = watch::channel(false);
     let config = WorkerConfig { concurrency: 64, ai: Some(ai), ..WorkerConfig::default() };
     let pool = tokio::spawn(leadscore_worker::run(s.clone(), config, stopped));
-    wait_for(s, &run.id, "completed", Duration::from_secs(180)).await;
+    wait_for(s, &run.id, RunStatus::Completed, Duration::from_secs(180)).await;
     let _ = stop.send(true);
     pool.await.expect("pool");
 
@@ -180,11 +191,19 @@ async fn verdicts_are_cached(backend: Backend) {
         ..WorkerConfig::default()
     };
     let pool = tokio::spawn(leadscore_worker::run(s.clone(), config, stopped));
-    let first = s.create_run(WS, &offer_id, &Selection::Upload(upload.clone()), None).await.expect("run");
-    wait_for(s, &first.id, "completed", Duration::from_secs(60)).await;
+    let first = s
+        .create_run(&NewRun::new(WS, &offer_id, &Selection::Upload(upload.clone())))
+        .await
+        .map(|c| c.run)
+        .expect("run");
+    wait_for(s, &first.id, RunStatus::Completed, Duration::from_secs(60)).await;
     assert_eq!(fake.stats().requests, 50);
-    let second = s.create_run(WS, &offer_id, &Selection::Upload(upload), None).await.expect("run");
-    wait_for(s, &second.id, "completed", Duration::from_secs(60)).await;
+    let second = s
+        .create_run(&NewRun::new(WS, &offer_id, &Selection::Upload(upload)))
+        .await
+        .map(|c| c.run)
+        .expect("run");
+    wait_for(s, &second.id, RunStatus::Completed, Duration::from_secs(60)).await;
     let _ = stop.send(true);
     pool.await.expect("pool");
     assert_eq!(fake.stats().requests, 50, "the second run made no call");
@@ -207,11 +226,15 @@ async fn cost_cap_pauses_the_run(backend: Backend) {
     // About 400 prompt tokens per lead: 1 USD per 1k prompt tokens makes each lead cost about 0.4 USD.
     llm.prices.input_per_mtok = 1_000_000.0 / 1_000.0;
     let ai = Ai::from_config(llm).expect("ai");
-    let run = s.create_run(WS, &offer_id, &Selection::Upload(upload), Some(10.0)).await.expect("run");
+    let run = s
+        .create_run(&NewRun::new(WS, &offer_id, &Selection::Upload(upload)).max_cost(Some(10.0)))
+        .await
+        .map(|c| c.run)
+        .expect("run");
     let (stop, stopped) = watch::channel(false);
     let config = WorkerConfig { concurrency: 4, ai: Some(ai), ..WorkerConfig::default() };
     let pool = tokio::spawn(leadscore_worker::run(s.clone(), config, stopped));
-    wait_for(s, &run.id, "paused", Duration::from_secs(60)).await;
+    wait_for(s, &run.id, RunStatus::Paused, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = stop.send(true);
     pool.await.expect("pool");
@@ -229,7 +252,7 @@ async fn cost_cap_pauses_the_run(backend: Backend) {
     let ai = Ai::from_config(LlmConfig::for_base_url(&base2, "gpt-4.1-mini")).expect("ai");
     let config = WorkerConfig { concurrency: 16, ai: Some(ai), ..WorkerConfig::default() };
     let pool = tokio::spawn(leadscore_worker::run(s.clone(), config, stopped));
-    wait_for(s, &run.id, "completed", Duration::from_secs(60)).await;
+    wait_for(s, &run.id, RunStatus::Completed, Duration::from_secs(60)).await;
     let _ = stop.send(true);
     pool.await.expect("pool");
     let done = s.get_run(WS, &run.id).await.expect("run").expect("exists");
@@ -281,8 +304,12 @@ async fn a_bad_key_blocks_every_worker_until_resumed() {
         worker_process(&db.url, &base, "sk-wrong", &prefix, "6000", &c),
         worker_process(&db.url, &base, "sk-wrong", &prefix, "6000", &c),
     ]);
-    let run = s.create_run(WS, &offer_id, &Selection::Upload(upload), None).await.expect("run");
-    wait_for(s, &run.id, "blocked", Duration::from_secs(60)).await;
+    let run = s
+        .create_run(&NewRun::new(WS, &offer_id, &Selection::Upload(upload)))
+        .await
+        .map(|c| c.run)
+        .expect("run");
+    wait_for(s, &run.id, RunStatus::Blocked, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stats = fake.stats();
     let after = stats.after_first_401.expect("a 401 was answered");
@@ -304,7 +331,7 @@ async fn a_bad_key_blocks_every_worker_until_resumed() {
     llm.redis_prefix = prefix.clone();
     Gate::for_config(&llm).expect("gate").reset().await.expect("reset");
     s.control_run(WS, &run.id, Control::Resume).await.expect("resume").expect("exists");
-    wait_for(s, &run.id, "completed", Duration::from_secs(90)).await;
+    wait_for(s, &run.id, RunStatus::Completed, Duration::from_secs(90)).await;
     let results = all_results(s, &run.id).await;
     assert_eq!(results.len(), 300);
     assert!(results.iter().all(|r| r.scoring.score_basis == ScoreBasis::Hybrid));
@@ -323,8 +350,12 @@ async fn two_workers_share_the_rate_limit() {
         worker_process(&db.url, &base, "sk", &prefix, "600", "32"),
         worker_process(&db.url, &base, "sk", &prefix, "600", "32"),
     ]);
-    let run = s.create_run(WS, &offer_id, &Selection::Upload(upload), None).await.expect("run");
-    wait_for(s, &run.id, "completed", Duration::from_secs(120)).await;
+    let run = s
+        .create_run(&NewRun::new(WS, &offer_id, &Selection::Upload(upload)))
+        .await
+        .map(|c| c.run)
+        .expect("run");
+    wait_for(s, &run.id, RunStatus::Completed, Duration::from_secs(120)).await;
     let stats = fake.stats();
     let limited = stats.statuses.get("429").copied().unwrap_or(0);
     assert!(stats.requests >= N as u64, "{stats:?}");

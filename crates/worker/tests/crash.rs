@@ -1,11 +1,12 @@
 //! Crash safety with real processes: a `leadscore-worker` killed with SIGKILL mid-run loses nothing.
 
+use leadscore_core::RunStatus;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use leadscore_core::{Lead, Offer};
 use leadscore_store::test_support::TestDb;
-use leadscore_store::{Backend, DEFAULT_WORKSPACE, Selection};
+use leadscore_store::{Backend, DEFAULT_WORKSPACE, NewRun, Selection};
 
 const WS: &str = DEFAULT_WORKSPACE;
 const LEADS: usize = 10_000;
@@ -53,7 +54,11 @@ async fn a_sigkilled_worker_loses_nothing() {
         w.write_batch(chunk, &[]).await.expect("batch");
     }
     let upload = w.commit(&[]).await.expect("commit").id;
-    let run = s.create_run(WS, &offer.id, &Selection::Upload(upload), None).await.expect("run");
+    let run = s
+        .create_run(&NewRun::new(WS, &offer.id, &Selection::Upload(upload)))
+        .await
+        .map(|c| c.run)
+        .expect("run");
 
     let mut first = worker(&db.url);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -74,7 +79,7 @@ async fn a_sigkilled_worker_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let run = s.get_run(WS, &run.id).await.expect("run").expect("exists");
-        if run.status == "completed" {
+        if run.status == RunStatus::Completed {
             break;
         }
         assert!(

@@ -2,12 +2,13 @@
 //! every lead ends with exactly one result. The test starts its own throwaway cluster on its own port (never
 //! the shared server), with the `initdb` / `pg_ctl` of the installed PostgreSQL.
 
+use leadscore_core::RunStatus;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use leadscore_core::{Lead, Offer};
-use leadscore_store::{ConnectOptions, DEFAULT_WORKSPACE, Selection, Store};
+use leadscore_store::{ConnectOptions, DEFAULT_WORKSPACE, NewRun, Selection, Store};
 
 const WS: &str = DEFAULT_WORKSPACE;
 const LEADS: usize = 10_000;
@@ -155,7 +156,11 @@ async fn a_postgres_restart_under_a_running_worker_loses_nothing() {
         w.write_batch(chunk, &[]).await.expect("batch");
     }
     let upload = w.commit(&[]).await.expect("commit").id;
-    let run = store.create_run(WS, &offer.id, &Selection::Upload(upload), None).await.expect("run");
+    let run = store
+        .create_run(&NewRun::new(WS, &offer.id, &Selection::Upload(upload)))
+        .await
+        .map(|c| c.run)
+        .expect("run");
 
     let mut worker = worker(&url);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -176,7 +181,7 @@ async fn a_postgres_restart_under_a_running_worker_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         match store.get_run(WS, &run.id).await {
-            Ok(Some(r)) if r.status == "completed" => break,
+            Ok(Some(r)) if r.status == RunStatus::Completed => break,
             _ => {}
         }
         assert!(

@@ -1,12 +1,13 @@
 //! The worker pool and the queue against real databases (PostgreSQL and SQLite).
 
+use leadscore_core::RunStatus;
 use std::time::{Duration, Instant};
 
 use leadscore_core::{Lead, Offer};
 use leadscore_store::test_support::TestDb;
 use leadscore_store::{
-    Backend, Completion, Control, ControlOutcome, DEFAULT_WORKSPACE, Page, ResultFilter, RunUsage, Selection,
-    Store, StoreError,
+    Backend, Completion, Control, ControlOutcome, DEFAULT_WORKSPACE, NewRun, Page, ResultFilter, ResultScope,
+    RunUsage, Selection, Store, StoreError,
 };
 use leadscore_worker::WorkerConfig;
 use tokio::sync::watch;
@@ -65,7 +66,7 @@ async fn wait_completed(store: &Store, run_id: &str, within: Duration) -> Instan
     let deadline = Instant::now() + within;
     loop {
         let run = store.get_run(WS, run_id).await.expect("run").expect("exists");
-        if run.status == "completed" {
+        if run.status == RunStatus::Completed {
             return Instant::now();
         }
         assert!(
@@ -81,7 +82,8 @@ async fn a_run_is_scored_end_to_end(backend: Backend) {
     let db = TestDb::new(backend).await;
     let s = &db.store;
     let (offer, upload) = seed(s, 300).await;
-    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let run =
+        s.create_run(&NewRun::new(WS, &offer, &Selection::Upload(upload))).await.map(|c| c.run).expect("run");
     assert_eq!((run.total, run.status.as_str()), (300, "queued"));
     let (stop, pool) = start_pool(s, 16);
     wait_completed(s, &run.id, Duration::from_secs(30)).await;
@@ -89,16 +91,21 @@ async fn a_run_is_scored_end_to_end(backend: Backend) {
     assert_eq!((counts.total, counts.succeeded), (300, 300));
     assert_eq!(s.result_counts(&run.id).await.expect("results").rules_only, 300);
     let page = s
-        .list_run_results(WS, &run.id, &ResultFilter::default(), &Page { limit: 1000, after: None })
+        .list_results(
+            WS,
+            &ResultScope::Run(run.id.to_string()),
+            &ResultFilter::default(),
+            &Page { limit: 1000, after: None },
+        )
         .await
         .expect("results");
     assert_eq!(page.items.len(), 300);
     let ceo = page.items.iter().find(|r| r.lead.lead.role == "CEO").expect("a CEO");
     assert_eq!((ceo.scoring.rule.score, ceo.scoring.final_score, ceo.version), (50, 100, 1));
     let high = s
-        .list_run_results(
+        .list_results(
             WS,
-            &run.id,
+            &ResultScope::Run(run.id.to_string()),
             &ResultFilter { min_score: Some(70), ..Default::default() },
             &Page { limit: 1000, after: None },
         )
@@ -115,7 +122,8 @@ async fn stale_workers_change_nothing(backend: Backend) {
     let db = TestDb::new(backend).await;
     let s = &db.store;
     let (offer, upload) = seed(s, 1).await;
-    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let run =
+        s.create_run(&NewRun::new(WS, &offer, &Selection::Upload(upload))).await.map(|c| c.run).expect("run");
     let a = s.claim_jobs("a", 10, Duration::from_millis(0)).await.expect("claim");
     assert_eq!(a.len(), 1);
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -149,7 +157,8 @@ async fn failures_retry_then_fail(backend: Backend) {
     let db = TestDb::new(backend).await;
     let s = &db.store;
     let (offer, upload) = seed(s, 1).await;
-    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let run =
+        s.create_run(&NewRun::new(WS, &offer, &Selection::Upload(upload))).await.map(|c| c.run).expect("run");
     for attempt in 1..=5 {
         let jobs = s.claim_jobs("w", 10, Duration::from_secs(30)).await.expect("claim");
         assert_eq!(jobs.len(), 1, "attempt {attempt} is due at once (retry_in 0)");
@@ -166,7 +175,7 @@ async fn failures_retry_then_fail(backend: Backend) {
     assert_eq!((counts.failed, counts.retrying), (1, 0), "failed after max_attempts");
     // A retry in the future is not claimable now.
     let (offer2, upload2) = seed(s, 1).await;
-    s.create_run(WS, &offer2, &Selection::Upload(upload2), None).await.expect("run");
+    s.create_run(&NewRun::new(WS, &offer2, &Selection::Upload(upload2))).await.map(|c| c.run).expect("run");
     let jobs = s.claim_jobs("w", 10, Duration::from_secs(30)).await.expect("claim");
     let later = Completion::Failed {
         job: jobs[0].clone(),
@@ -186,8 +195,16 @@ async fn small_runs_are_not_starved(backend: Backend) {
     let s = &db.store;
     let (offer, big_upload) = seed(s, 3000).await;
     let (_, small_upload) = seed(s, 10).await;
-    let big = s.create_run(WS, &offer, &Selection::Upload(big_upload), None).await.expect("big run");
-    let small = s.create_run(WS, &offer, &Selection::Upload(small_upload), None).await.expect("small run");
+    let big = s
+        .create_run(&NewRun::new(WS, &offer, &Selection::Upload(big_upload)))
+        .await
+        .map(|c| c.run)
+        .expect("big run");
+    let small = s
+        .create_run(&NewRun::new(WS, &offer, &Selection::Upload(small_upload)))
+        .await
+        .map(|c| c.run)
+        .expect("small run");
     let (stop, pool) = start_pool(s, 8);
     let small_done = wait_completed(s, &small.id, Duration::from_secs(60)).await;
     let big_counts = s.job_counts(&big.id).await.expect("counts");
@@ -205,22 +222,24 @@ async fn selections(backend: Backend) {
     let db = TestDb::new(backend).await;
     let s = &db.store;
     let (offer, upload) = seed(s, 5).await;
-    match s.create_run(WS, "no-such-offer", &Selection::AllUnscored, None).await {
+    match s.create_run(&NewRun::new(WS, "no-such-offer", &Selection::AllUnscored)).await.map(|c| c.run) {
         Err(StoreError::OfferNotFound) => {}
         other => panic!("{other:?}"),
     }
-    match s.create_run(WS, &offer, &Selection::Leads(vec!["nope".into()]), None).await {
+    match s.create_run(&NewRun::new(WS, &offer, &Selection::Leads(vec!["nope".into()]))).await.map(|c| c.run)
+    {
         Err(StoreError::EmptySelection) => {}
         other => panic!("{other:?}"),
     }
     let leads = s.list_leads(WS, Some(&upload), &Page { limit: 10, after: None }).await.expect("leads");
     let two: Vec<String> = leads.items.iter().take(2).map(|l| l.id.clone()).collect();
-    let r = s.create_run(WS, &offer, &Selection::Leads(two), None).await.expect("run");
+    let r = s.create_run(&NewRun::new(WS, &offer, &Selection::Leads(two))).await.map(|c| c.run).expect("run");
     assert_eq!(r.total, 2);
-    let r2 = s.create_run(WS, &offer, &Selection::AllUnscored, None).await.expect("run");
+    let r2 =
+        s.create_run(&NewRun::new(WS, &offer, &Selection::AllUnscored)).await.map(|c| c.run).expect("run");
     assert_eq!(r2.total, 3, "leads queued in another run of this offer are not unscored");
     assert!(matches!(
-        s.create_run(WS, &offer, &Selection::AllUnscored, None).await,
+        s.create_run(&NewRun::new(WS, &offer, &Selection::AllUnscored)).await.map(|c| c.run),
         Err(StoreError::EmptySelection)
     ));
     assert_eq!(s.list_runs(WS, &Page { limit: 10, after: None }).await.expect("runs").items.len(), 2);
@@ -230,7 +249,8 @@ async fn pause_resume_cancel(backend: Backend) {
     let db = TestDb::new(backend).await;
     let s = &db.store;
     let (offer, upload) = seed(s, 10).await;
-    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let run =
+        s.create_run(&NewRun::new(WS, &offer, &Selection::Upload(upload))).await.map(|c| c.run).expect("run");
     let run_id = run.id.clone();
     let control = |action| {
         let run_id = run_id.clone();
@@ -250,7 +270,7 @@ async fn pause_resume_cancel(backend: Backend) {
         ControlOutcome::Applied(7),
         "the 7 jobs not started are cancelled"
     );
-    assert_eq!(s.get_run(WS, &run.id).await.expect("run").expect("exists").status, "cancelling");
+    assert_eq!(s.get_run(WS, &run.id).await.expect("run").expect("exists").status, RunStatus::Cancelling);
     let done: Vec<Completion> = running
         .into_iter()
         .map(|job| Completion::Failed { job, error: "x".into(), retry_in: None, spent: RunUsage::default() })
@@ -259,7 +279,7 @@ async fn pause_resume_cancel(backend: Backend) {
     assert_eq!(s.complete_jobs("w", &done).await.expect("complete"), 3, "running jobs finish");
     assert_eq!(
         s.get_run(WS, &run.id).await.expect("run").expect("exists").status,
-        "cancelled",
+        RunStatus::Cancelled,
         "the batch that wrote the last job settles its run (no sweep needed)"
     );
     assert_eq!(progress.try_recv().expect("progress announced"), run.id);
@@ -283,7 +303,12 @@ async fn idle_pools_wake_on_enqueue(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(500)).await; // the pool is idle, listening
     let (offer, upload) = seed(&db.store, 3).await;
     let started = Instant::now();
-    let run = db.store.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let run = db
+        .store
+        .create_run(&NewRun::new(WS, &offer, &Selection::Upload(upload)))
+        .await
+        .map(|c| c.run)
+        .expect("run");
     wait_completed(&db.store, &run.id, Duration::from_secs(10)).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -323,7 +348,8 @@ async fn tallies_follow_every_transition(backend: Backend) {
     let db = TestDb::new(backend).await;
     let s = &db.store;
     let (offer, upload) = seed(s, 40).await;
-    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let run =
+        s.create_run(&NewRun::new(WS, &offer, &Selection::Upload(upload))).await.map(|c| c.run).expect("run");
     let run_id = run.id.as_str();
     let check = |what: &'static str| async move {
         let tallies = s.run_tallies(run_id).await.expect("tallies");
@@ -405,7 +431,8 @@ async fn tallies_follow_every_transition(backend: Backend) {
     assert_eq!(after.usage, t.usage, "usage is what was spent");
     // Cancel: queued jobs are cancelled at once, running ones finish.
     let (offer, upload) = seed(s, 10).await;
-    let other = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let other =
+        s.create_run(&NewRun::new(WS, &offer, &Selection::Upload(upload))).await.map(|c| c.run).expect("run");
     let held = s.claim_jobs("e", 3, Duration::from_secs(30)).await.expect("claim");
     s.control_run(WS, &other.id, Control::Cancel).await.expect("cancel").expect("run");
     let c = s.job_counts(&other.id).await.expect("counts");
@@ -438,7 +465,8 @@ async fn pruning_keeps_counts_and_results(backend: Backend) {
     let db = TestDb::new(backend).await;
     let s = &db.store;
     let (offer, upload) = seed(s, 30).await;
-    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let run =
+        s.create_run(&NewRun::new(WS, &offer, &Selection::Upload(upload))).await.map(|c| c.run).expect("run");
     let (stop, pool) = start_pool(s, 8);
     wait_completed(s, &run.id, Duration::from_secs(30)).await;
     stop.send(true).expect("stop");
@@ -449,7 +477,12 @@ async fn pruning_keeps_counts_and_results(backend: Backend) {
     assert_eq!(s.job_counts_by_scan(&run.id).await.expect("scan").total, 0, "the jobs are gone");
     assert_eq!(s.run_tallies(&run.id).await.expect("tallies"), before, "counts stay");
     let page = s
-        .list_run_results(WS, &run.id, &ResultFilter::default(), &Page { limit: 100, after: None })
+        .list_results(
+            WS,
+            &ResultScope::Run(run.id.to_string()),
+            &ResultFilter::default(),
+            &Page { limit: 100, after: None },
+        )
         .await
         .expect("results");
     assert_eq!(page.items.len(), 30, "results stay");
@@ -462,7 +495,8 @@ async fn a_stray_lease_is_not_kept_alive(backend: Backend) {
     let db = TestDb::new(backend).await;
     let s = &db.store;
     let (offer, upload) = seed(s, 1).await;
-    let run = s.create_run(WS, &offer, &Selection::Upload(upload), None).await.expect("run");
+    let run =
+        s.create_run(&NewRun::new(WS, &offer, &Selection::Upload(upload))).await.map(|c| c.run).expect("run");
     let stray = s.claim_jobs("pool-p", 10, Duration::from_secs(1)).await.expect("claim");
     assert_eq!(stray.len(), 1);
     let (stop, stopped) = watch::channel(false);

@@ -1,6 +1,10 @@
 //! Seed compatibility: the original service's routes as thin aliases, with its response shapes and its
 //! `{"error": "..."}` errors. Ids are our ids (strings); that is the one documented difference.
 
+mod scoring;
+
+pub use scoring::*;
+
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,7 +23,7 @@ use crate::routes::offers::OfferBody;
 /// Leads returned by the upload alias (the original returned every created lead).
 pub const COMPAT_UPLOAD_LEADS: usize = 1000;
 /// The original's page size.
-const PAGE_SIZE: i64 = 10;
+pub(crate) const PAGE_SIZE: i64 = 10;
 
 /// The original's error body.
 #[derive(Debug, Serialize, ToSchema)]
@@ -263,7 +267,7 @@ pub async fn list_leads(
 }
 
 /// Absolute URL of `path` on this server, as the original's paginator returned.
-fn base_url(headers: &HeaderMap, path: &str) -> String {
+pub(crate) fn base_url(headers: &HeaderMap, path: &str) -> String {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
     format!("{scheme}://{host}{path}")
@@ -320,248 +324,7 @@ pub async fn upload_leads(
     Ok((StatusCode::CREATED, headers, axum::Json(leads)))
 }
 
-/// Largest number of leads `/api/leads/score/` scores while the client waits (`LEADSCORE_COMPAT_WAIT_MAX_LEADS`).
-pub fn compat_wait_max_leads() -> i64 {
-    std::env::var("LEADSCORE_COMPAT_WAIT_MAX_LEADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
-}
-
-/// How long `/api/leads/score/` waits for its run at most.
-const COMPAT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ScoreBreakdown {
-    pub rule_score: u8,
-    pub ai_score: u8,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CompatScored {
-    pub name: String,
-    pub role: String,
-    pub company: String,
-    pub intent: String,
-    pub score: u8,
-    pub reasoning: String,
-    pub score_breakdown: ScoreBreakdown,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CompatScoreResponse {
-    pub results: Vec<CompatScored>,
-    pub total_scored: usize,
-    pub scoring_method: String,
-}
-
-impl From<&leadscore_store::ResultRecord> for CompatScored {
-    fn from(r: &leadscore_store::ResultRecord) -> Self {
-        let s = &r.scoring;
-        CompatScored {
-            name: r.lead.lead.name.clone(),
-            role: r.lead.lead.role.clone(),
-            company: r.lead.lead.company.clone(),
-            intent: s.intent.as_str().to_owned(),
-            score: s.final_score,
-            reasoning: s.reasoning(),
-            // rules_only results have no AI points: the original reported 0 there too.
-            score_breakdown: ScoreBreakdown { rule_score: s.rule.score, ai_score: s.ai_score.unwrap_or(0) },
-        }
-    }
-}
-
-#[utoipa::path(post, path = "/api/leads/score/", tag = "compat",
-    responses(
-        (status = 200, description = "Every unscored lead scored against the most recent offer (waits for the run)", body = CompatScoreResponse),
-        (status = 400, description = "No offer, no unscored lead, or too many leads to wait for (use /v1/leads/score)", body = CompatErrorBody),
-    ))]
-pub async fn score_leads(
-    State(state): State<AppState>,
-    CompatWorkspace(ws): CompatWorkspace,
-) -> Result<axum::Json<CompatScoreResponse>, CompatError> {
-    let offer = state.store.latest_offer(&ws).await.map_err(ApiError::from)?.ok_or(CompatError::Plain(
-        StatusCode::BAD_REQUEST,
-        "Please create an offer first using POST /api/offer/",
-    ))?;
-    let pending = state.store.count_unscored(&ws, &offer.id).await.map_err(ApiError::from)?;
-    if pending == 0 {
-        return Err(CompatError::Plain(
-            StatusCode::BAD_REQUEST,
-            "No unscored leads found. Please upload leads first.",
-        ));
-    }
-    let max = compat_wait_max_leads();
-    if pending > max {
-        return Err(CompatError::Api(ApiError::Malformed(format!(
-            "{pending} unscored leads are more than this route scores while you wait ({max}); \
-             use POST /v1/leads/score and poll the run instead"
-        ))));
-    }
-    let run = crate::routes::runs::create_run(
-        &state,
-        &ws,
-        &offer.id,
-        &leadscore_store::Selection::AllUnscored,
-        None,
-    )
-    .await?;
-    let deadline = tokio::time::Instant::now() + COMPAT_WAIT;
-    loop {
-        let status = state.store.get_run(&ws, &run.id).await.map_err(ApiError::from)?.map(|r| r.status);
-        if status.as_deref() == Some("completed") {
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(CompatError::Api(ApiError::Unavailable(format!(
-                "the run {} is still going: follow /v1/runs/{}",
-                run.id, run.id
-            ))));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let page = Page { limit: Page::MAX_LIMIT, after: None };
-    let mut results = Vec::new();
-    let mut page = page;
-    loop {
-        let chunk = state
-            .store
-            .list_run_results(&ws, &run.id, &Default::default(), &page)
-            .await
-            .map_err(ApiError::from)?;
-        results.extend(chunk.items.iter().map(CompatScored::from));
-        match chunk.next_cursor {
-            Some(c) => page.after = Some(c),
-            None => break,
-        }
-    }
-    let hybrid = state.store.result_counts(&run.id).await.map_err(ApiError::from)?.hybrid > 0;
-    Ok(axum::Json(CompatScoreResponse {
-        total_scored: results.len(),
-        results,
-        scoring_method: if hybrid { "hybrid (rule + AI)".into() } else { "rules only (AI layer off)".into() },
-    }))
-}
-
-/// A scored lead in the original's results shape.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CompatResult {
-    pub id: String,
-    pub name: String,
-    pub role: String,
-    pub company: String,
-    pub industry: String,
-    pub location: String,
-    pub linkedin_bio: String,
-    pub intent: String,
-    pub score: u8,
-    pub reasoning: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CompatResultPage {
-    pub count: i64,
-    pub next: Option<String>,
-    pub previous: Option<String>,
-    pub results: Vec<CompatResult>,
-}
-
-#[utoipa::path(get, path = "/api/leads/results/", tag = "compat", params(PageNumber),
-    responses(
-        (status = 200, description = "Scored leads (current result per lead for the most recent offer), 10 a page", body = CompatResultPage),
-        (status = 404, description = "Invalid page", body = CompatErrorBody),
-    ))]
-pub async fn list_results(
-    State(state): State<AppState>,
-    CompatWorkspace(ws): CompatWorkspace,
-    headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<PageNumber>,
-) -> Result<axum::Json<CompatResultPage>, CompatError> {
-    let Some(offer) = state.store.latest_offer(&ws).await.map_err(ApiError::from)? else {
-        return Ok(axum::Json(CompatResultPage { count: 0, next: None, previous: None, results: vec![] }));
-    };
-    let count = state.store.count_current_results(&ws, &offer.id).await.map_err(ApiError::from)?;
-    let page = page_number(q.page.as_deref(), count)?;
-    let rows = state
-        .store
-        .current_results(&ws, &offer.id, (page - 1) * PAGE_SIZE, PAGE_SIZE)
-        .await
-        .map_err(ApiError::from)?;
-    let base = base_url(&headers, "/api/leads/results/");
-    let (next, previous) = page_links(&base, page, count);
-    Ok(axum::Json(CompatResultPage {
-        count,
-        next,
-        previous,
-        results: rows
-            .into_iter()
-            .map(|r| CompatResult {
-                reasoning: r.scoring.reasoning(),
-                intent: r.scoring.intent.as_str().to_owned(),
-                score: r.scoring.final_score,
-                id: r.lead.id,
-                name: r.lead.lead.name,
-                role: r.lead.lead.role,
-                company: r.lead.lead.company,
-                industry: r.lead.lead.industry,
-                location: r.lead.lead.location,
-                linkedin_bio: r.lead.lead.linkedin_bio,
-                created_at: r.lead.created_at,
-            })
-            .collect(),
-    }))
-}
-
-#[utoipa::path(get, path = "/api/leads/export_csv/", tag = "compat",
-    responses((status = 200, description = "The original's 8 columns: Name,Role,Company,Industry,Location,Intent,Score,Reasoning", content_type = "text/csv", body = String)))]
-pub async fn export_csv(
-    State(state): State<AppState>,
-    CompatWorkspace(ws): CompatWorkspace,
-) -> Result<Response, CompatError> {
-    use leadscore_core::results_csv::push_cell;
-    let mut out = String::from("Name,Role,Company,Industry,Location,Intent,Score,Reasoning\r\n");
-    if let Some(offer) = state.store.latest_offer(&ws).await.map_err(ApiError::from)? {
-        let mut offset = 0;
-        loop {
-            let rows =
-                state.store.current_results(&ws, &offer.id, offset, 1000).await.map_err(ApiError::from)?;
-            for r in &rows {
-                let l = &r.lead.lead;
-                let score = r.scoring.final_score.to_string();
-                let cells = [
-                    &l.name,
-                    &l.role,
-                    &l.company,
-                    &l.industry,
-                    &l.location,
-                    &r.scoring.intent.as_str().to_owned(),
-                    &score,
-                    &r.scoring.reasoning(),
-                ];
-                for (i, c) in cells.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    push_cell(&mut out, c);
-                }
-                out.push_str("\r\n");
-            }
-            if rows.len() < 1000 {
-                break;
-            }
-            offset += 1000;
-        }
-    }
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"leads_export.csv\""),
-        ],
-        out,
-    )
-        .into_response())
-}
-
-fn page_number(raw: Option<&str>, count: i64) -> Result<i64, CompatError> {
+pub(crate) fn page_number(raw: Option<&str>, count: i64) -> Result<i64, CompatError> {
     let pages = ((count + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
     match raw {
         None => Ok(1),
@@ -573,7 +336,7 @@ fn page_number(raw: Option<&str>, count: i64) -> Result<i64, CompatError> {
     }
 }
 
-fn page_links(base: &str, page: i64, count: i64) -> (Option<String>, Option<String>) {
+pub(crate) fn page_links(base: &str, page: i64, count: i64) -> (Option<String>, Option<String>) {
     let pages = ((count + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
     let link = |p: i64| if p == 1 { base.to_owned() } else { format!("{base}?page={p}") };
     ((page < pages).then(|| link(page + 1)), (page > 1).then(|| link(page - 1)))

@@ -1,0 +1,52 @@
+//! `GET /v1/runs/{id}/events`: Server-Sent Events with the run's status whenever it changes, woken by the
+//! run's progress events (the store's [`RunWatch`](leadscore_store::RunWatch)).
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+
+use super::load_run;
+use crate::AppState;
+use crate::extract::Workspace;
+use crate::problem::{ApiError, Problem};
+
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `status` events carrying the run (as `GET /v1/runs/{id}`) \
+            whenever it changes, the last one when it finishes; then the stream ends", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn run_events(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let first = load_run(&state, &ws, &id).await?;
+    let watch = state.store.watch_run(&ws, &id);
+    let stream = futures_util::stream::unfold(Some((Some(first), watch, None::<Vec<u8>>)), move |step| {
+        let (state, ws, id) = (state.clone(), ws.clone(), id.clone());
+        async move {
+            let (mut next, mut watch, last) = step?;
+            while next.is_none() {
+                watch.changed(None).await;
+                match load_run(&state, &ws, &id).await {
+                    Ok(run) if last.as_ref() != Some(&serde_json::to_vec(&run).unwrap_or_default()) => {
+                        next = Some(run)
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let event = Event::default().event("error").data(e.to_string());
+                        return Some((Ok::<_, std::convert::Infallible>(event), None));
+                    }
+                }
+            }
+            let run = next?;
+            let body = serde_json::to_vec(&run).unwrap_or_default();
+            let finished = run.finished_at.is_some();
+            let event = Event::default().event("status").data(String::from_utf8_lossy(&body));
+            // The stream ends after the event that shows the run finished.
+            Some((Ok(event), (!finished).then_some((None, watch, Some(body)))))
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}

@@ -1,0 +1,281 @@
+//! Results: a run's, or the current one per (lead, offer); as JSON pages or a streamed CSV. Every listing and
+//! export reads through the store's one pager ([`Store::list_results`](leadscore_store::Store::list_results)).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use leadscore_core::results_csv::ResultsCsv;
+use leadscore_core::{Intent, RuleReason, ScoreBasis};
+use leadscore_store::{ResultFilter, ResultRecord, ResultScope};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::extract::{ApiQuery, PageParams, Workspace};
+use crate::problem::{ApiError, Problem};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ResultQuery {
+    /// High, Medium or Low.
+    intent: Option<String>,
+    /// Only results scoring at least this (0-100).
+    min_score: Option<String>,
+    /// hybrid or rules_only.
+    score_basis: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl ResultQuery {
+    fn filter(&self) -> Result<ResultFilter, ApiError> {
+        let intent = match &self.intent {
+            None => None,
+            Some(i) => Some(
+                Intent::parse(i)
+                    .ok_or_else(|| ApiError::invalid_param("intent", "must be High, Medium or Low"))?,
+            ),
+        };
+        let min_score = match &self.min_score {
+            None => None,
+            Some(m) => Some(
+                m.parse::<u8>()
+                    .ok()
+                    .filter(|m| *m <= 100)
+                    .ok_or_else(|| ApiError::invalid_param("min_score", "must be 0 to 100"))?,
+            ),
+        };
+        let score_basis = match &self.score_basis {
+            None => None,
+            Some(b) => Some(
+                ScoreBasis::parse(b)
+                    .ok_or_else(|| ApiError::invalid_param("score_basis", "must be hybrid or rules_only"))?,
+            ),
+        };
+        Ok(ResultFilter { intent, min_score, score_basis })
+    }
+}
+
+/// A scored lead.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultResponse {
+    pub lead_id: String,
+    pub external_id: Option<String>,
+    pub name: String,
+    pub role: String,
+    pub company: String,
+    pub industry: String,
+    pub location: String,
+    /// High >= 70, Medium >= 40, else Low.
+    pub intent: String,
+    /// 0-100.
+    pub score: u8,
+    pub rule_score: u8,
+    #[schema(value_type = Vec<Object>)]
+    pub rule_reasons: Vec<RuleReason>,
+    pub ai_intent: Option<String>,
+    pub ai_score: Option<u8>,
+    pub ai_reasoning: Option<String>,
+    /// ok, cached, skipped or failed.
+    pub ai_status: String,
+    /// hybrid or rules_only.
+    pub score_basis: String,
+    pub flags: Vec<String>,
+    /// Rule reasons and the AI's reason in one line.
+    pub reasoning: String,
+    pub model: Option<String>,
+    pub prompt_version: Option<String>,
+    pub version: i64,
+    pub run_id: String,
+    pub offer_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub scored_at: OffsetDateTime,
+}
+
+impl From<ResultRecord> for ResultResponse {
+    fn from(r: ResultRecord) -> Self {
+        let s = r.scoring;
+        let l = r.lead.lead;
+        ResultResponse {
+            reasoning: s.reasoning(),
+            lead_id: r.lead.id,
+            external_id: l.external_id,
+            name: l.name,
+            role: l.role,
+            company: l.company,
+            industry: l.industry,
+            location: l.location,
+            intent: s.intent.as_str().to_owned(),
+            score: s.final_score,
+            rule_score: s.rule.score,
+            rule_reasons: s.rule.reasons,
+            ai_intent: s.ai_intent.map(|i| i.as_str().to_owned()),
+            ai_score: s.ai_score,
+            ai_reasoning: s.ai_reasoning,
+            ai_status: s.ai_status.as_str().to_owned(),
+            score_basis: s.score_basis.as_str().to_owned(),
+            flags: s.flags.iter().map(|f| f.as_str().to_owned()).collect(),
+            model: r.model,
+            prompt_version: r.prompt_version,
+            version: r.version,
+            run_id: r.run_id,
+            offer_id: r.offer_id,
+            scored_at: r.scored_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultPage {
+    pub items: Vec<ResultResponse>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}/results", tag = "runs", params(("id" = String, Path, description = "Run id"), ResultQuery),
+    responses(
+        (status = 200, description = "The run's results in lead order", body = ResultPage),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_results(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ResultQuery>,
+) -> Result<axum::Json<ResultPage>, ApiError> {
+    let filter = q.filter()?;
+    let page = PageParams::new(q.limit.clone(), q.cursor.clone()).page()?;
+    state.store.get_run(&ws, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    let results = state.store.list_results(&ws, &ResultScope::Run(id.clone()), &filter, &page).await?;
+    Ok(axum::Json(ResultPage {
+        items: results.items.into_iter().map(Into::into).collect(),
+        next_cursor: results.next_cursor,
+    }))
+}
+
+/// Rows fetched per database round trip while exporting.
+const EXPORT_PAGE: u32 = 1000;
+
+#[utoipa::path(get, path = "/v1/runs/{id}/results.csv", tag = "runs", params(("id" = String, Path, description = "Run id"), ResultQuery),
+    responses(
+        (status = 200, description = "The results CSV (layout in the README), streamed", content_type = "text/csv", body = String),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn export_results(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ResultQuery>,
+) -> Result<Response, ApiError> {
+    let filter = q.filter()?;
+    state.store.get_run(&ws, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    export(state, ws, ResultScope::Run(id.clone()), filter, format!("leadscore-{id}")).await
+}
+
+/// Streams a results CSV: the header, then one chunk per page of results (memory stays flat however many).
+async fn export(
+    state: AppState,
+    ws: String,
+    scope: ResultScope,
+    filter: ResultFilter,
+    name: String,
+) -> Result<Response, ApiError> {
+    let first = state
+        .store
+        .list_results(&ws, &scope, &filter, &leadscore_store::Page { limit: 1, after: None })
+        .await?;
+    // The extra columns of the upload the leads came from (a run over one upload, the common case).
+    let extra = match first.items.first() {
+        Some(r) => {
+            state.store.get_upload(&ws, &r.lead.upload_id).await?.map(|u| u.extra_columns).unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    let mut header = Some(extra.clone());
+    let chunks = state.store.result_pages(ws, scope, filter, EXPORT_PAGE).map(move |page| {
+        let page = page.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut buf = Vec::with_capacity(256 * page.len() + 512);
+        let mut w = match header.take() {
+            Some(extra) => ResultsCsv::new(&mut buf, extra)?,
+            None => ResultsCsv::without_header(&mut buf, extra.clone()),
+        };
+        for r in &page {
+            r.write_csv(&mut w)?;
+        }
+        drop(w);
+        Ok::<_, std::io::Error>(bytes::Bytes::from(buf))
+    });
+    let disposition = format!("attachment; filename=\"{name}.csv\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CurrentQuery {
+    /// Only results for this offer.
+    offer_id: Option<String>,
+    /// High, Medium or Low.
+    intent: Option<String>,
+    /// Only results scoring at least this (0-100).
+    min_score: Option<String>,
+    /// hybrid or rules_only.
+    score_basis: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl CurrentQuery {
+    fn split(self) -> (Option<String>, ResultQuery) {
+        let q = ResultQuery {
+            intent: self.intent,
+            min_score: self.min_score,
+            score_basis: self.score_basis,
+            limit: self.limit,
+            cursor: self.cursor,
+        };
+        (self.offer_id, q)
+    }
+}
+
+#[utoipa::path(get, path = "/v1/results", tag = "runs", params(CurrentQuery),
+    responses(
+        (status = 200, description = "The current result per (lead, offer): the one from the most recently created run", body = ResultPage),
+        (status = 422, description = "Bad filter or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_current(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    ApiQuery(q): ApiQuery<CurrentQuery>,
+) -> Result<axum::Json<ResultPage>, ApiError> {
+    let (offer, q) = q.split();
+    let filter = q.filter()?;
+    let page = PageParams::new(q.limit, q.cursor).page()?;
+    let results =
+        state.store.list_results(&ws, &ResultScope::Current { offer_id: offer }, &filter, &page).await?;
+    Ok(axum::Json(ResultPage {
+        items: results.items.into_iter().map(Into::into).collect(),
+        next_cursor: results.next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/results.csv", tag = "runs", params(CurrentQuery),
+    responses((status = 200, description = "The current results as the results CSV, streamed", content_type = "text/csv", body = String)))]
+pub async fn export_current(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    ApiQuery(q): ApiQuery<CurrentQuery>,
+) -> Result<Response, ApiError> {
+    let (offer, q) = q.split();
+    let filter = q.filter()?;
+    export(state, ws, ResultScope::Current { offer_id: offer }, filter, "leadscore-results".to_owned()).await
+}
