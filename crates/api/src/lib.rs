@@ -5,7 +5,6 @@ pub mod compat;
 pub mod extract;
 pub mod problem;
 pub mod routes;
-pub mod upload;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,7 +20,9 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::problem::ApiError;
-pub use crate::upload::UploadLimits;
+/// The type of [`AppState::upload_limits`], re-exported for whoever builds an `AppState`; it belongs to the
+/// store's CSV ingest.
+pub use leadscore_store::UploadLimits;
 
 /// What every handler can reach.
 #[derive(Clone)]

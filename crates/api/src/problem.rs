@@ -3,6 +3,8 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use leadscore_core::FieldError;
+use leadscore_core::csv::HeaderError;
+use leadscore_store::IngestError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -159,6 +161,41 @@ impl From<leadscore_store::StoreError> for ApiError {
             other => ApiError::Internal(other.to_string()),
         }
     }
+}
+
+/// How a failed upload is answered: the reader's message as `detail`, with the status of its kind.
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Interrupted(_) | IngestError::Unreadable(_) | IngestError::Csv(_) => {
+                ApiError::Malformed(e.to_string())
+            }
+            IngestError::NotCsv { .. } => ApiError::UnsupportedMediaType(e.to_string()),
+            IngestError::TooManyBytes { .. } | IngestError::TooManyRows { .. } => {
+                ApiError::TooLarge(e.to_string())
+            }
+            IngestError::Header(h) => header_problem(&h),
+            IngestError::Store(e) => ApiError::from(e),
+            IngestError::ReaderPanicked(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// A header that makes the file unusable: 422 with the reason (missing columns are listed one by one).
+fn header_problem(e: &HeaderError) -> ApiError {
+    let errors = match e {
+        HeaderError::MissingColumns { missing, .. } => missing
+            .iter()
+            .map(|c| ProblemItem {
+                field: None,
+                line: Some(1),
+                column: Some((*c).to_owned()),
+                message: "required column is missing".into(),
+            })
+            .collect(),
+        _ => vec![ProblemItem { field: None, line: Some(1), column: None, message: e.to_string() }],
+    };
+    ApiError::Invalid { detail: e.to_string(), errors }
 }
 
 fn is_unavailable(e: &leadscore_store::sqlx::Error) -> bool {

@@ -17,14 +17,12 @@ use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use leadscore_api::UploadLimits;
-use leadscore_api::problem::ApiError;
 use leadscore_core::csv::RejectedRow;
 use leadscore_core::results_csv::{ResultsCsv, push_cell};
 use leadscore_core::{Intent, Offer, RunStatus, ScoreBasis};
 use leadscore_store::{
-    ConnectOptions, DEFAULT_WORKSPACE as WS, NewRun, Page, ResultFilter, ResultScope, RunRecord, Selection,
-    Store, UploadRecord,
+    ConnectOptions, DEFAULT_WORKSPACE as WS, IngestError, NewRun, Page, ResultFilter, ResultScope, RunRecord,
+    Selection, Store, UploadLimits, UploadRecord, ingest,
 };
 use leadscore_worker::{Ai, WorkerConfig};
 use tokio::sync::{mpsc, watch};
@@ -201,7 +199,8 @@ impl Database {
     }
 }
 
-/// Stores the CSV as one upload through the API's upload pipeline. Returns it with the first rejected rows.
+/// Stores the CSV as one upload through the store's ingest (as the API's upload routes do). Returns it with
+/// the first rejected rows.
 async fn upload(
     args: &ScoreArgs,
     store: &Store,
@@ -213,14 +212,24 @@ async fn upload(
     let limits =
         UploadLimits { max_bytes: u64::MAX, max_rows: u64::MAX, max_field_bytes: args.max_field_bytes };
     let name = args.leads.file_name().and_then(|n| n.to_str()).filter(|_| args.leads.as_os_str() != "-");
-    let ingested = leadscore_api::upload::ingest(store, WS, name, chunks, limits, 0).await;
+    let ingested = ingest(store, WS, name, chunks, limits, 0).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     let source = display(&args.leads);
     let ingested = ingested.map_err(|e| match e {
-        ApiError::Internal(_) => Failure::Failed(anyhow!("storing the leads of {source}: {e}")),
-        e => unusable(anyhow!("{source} cannot be read as leads: {e}")),
+        // Keeping the leads failed, not the file: exit 1. Worded as when these were API internal errors.
+        IngestError::Store(_) | IngestError::ReaderPanicked(_) => {
+            Failure::Failed(anyhow!("storing the leads of {source}: internal error: {e}"))
+        }
+        // Listed one by one so that a new kind of failure has to be placed on one side or the other.
+        IngestError::Interrupted(_)
+        | IngestError::Unreadable(_)
+        | IngestError::NotCsv { .. }
+        | IngestError::TooManyBytes { .. }
+        | IngestError::TooManyRows { .. }
+        | IngestError::Header(_)
+        | IngestError::Csv(_) => unusable(anyhow!("{source} cannot be read as leads: {e}")),
     })?;
     let mut listed = ingested.errors;
     listed.truncate(LISTED_REJECTS);

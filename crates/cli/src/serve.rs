@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use leadscore_api::{AiSettings, AppState, UploadLimits};
-use leadscore_store::{ConnectOptions, Store};
+use leadscore_api::{AiSettings, AppState};
+use leadscore_store::{ConnectOptions, Store, UploadLimits};
 use leadscore_worker::WorkerConfig;
 
 #[derive(Debug, clap::Args)]

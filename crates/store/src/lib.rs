@@ -4,8 +4,12 @@
 //! Both backends run the same code wherever their SQL is the same ([`on_pool!`] expands one body for each);
 //! where it differs (bulk loading: `COPY` against multi-row `INSERT`) each has its own function next to the
 //! other. The contract tests in `tests/` run every operation against both.
+//!
+//! [`ingest`] streams a CSV into one upload (reader on a blocking thread, one transaction): the pipeline
+//! behind the API's upload routes and `leadscore score`.
 
 mod ai;
+mod ingest;
 mod keys;
 mod leads;
 mod maintenance;
@@ -27,6 +31,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use ai::RunUsage;
+pub use ingest::{INLINE_ERRORS, IngestError, Ingested, UploadLimits, ingest};
 pub use keys::NewApiKey;
 pub use leads::LeadRecord;
 pub use maintenance::Leadership;

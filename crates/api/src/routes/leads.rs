@@ -5,7 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use leadscore_core::Attribute;
-use leadscore_store::LeadRecord;
+use leadscore_store::{Ingested, LeadRecord, ingest};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -13,7 +13,6 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::extract::{ApiQuery, PageParams, Workspace};
 use crate::problem::{ApiError, Problem, ProblemItem};
-use crate::upload::{Ingested, ingest};
 
 /// A lead as stored.
 #[derive(Debug, Serialize, ToSchema)]
@@ -160,13 +159,14 @@ pub async fn receive_upload(
                 .ok_or_else(|| ApiError::invalid_param("file", "the multipart body has no `file` field"))?;
             if field.name() == Some("file") {
                 let filename = field.file_name().map(str::to_owned);
-                return ingest(&state.store, ws, filename.as_deref(), field.boxed(), limits, keep_leads)
-                    .await;
+                return Ok(
+                    ingest(&state.store, ws, filename.as_deref(), field.boxed(), limits, keep_leads).await?
+                );
             }
         }
     } else if CSV_TYPES.contains(&mime.as_str()) {
         let body = req.into_body().into_data_stream();
-        ingest(&state.store, ws, None, body.boxed(), limits, keep_leads).await
+        Ok(ingest(&state.store, ws, None, body.boxed(), limits, keep_leads).await?)
     } else {
         Err(ApiError::UnsupportedMediaType(format!(
             "send the CSV as multipart/form-data with a `file` field, or as a text/csv body (got {:?})",

@@ -1,4 +1,6 @@
-//! The upload pipeline: HTTP body -> CSV reader (on a blocking thread) -> batches -> ONE database transaction.
+//! CSV ingest: a byte stream (an HTTP body, or a file the CLI reads) -> CSV reader (on a blocking thread) ->
+//! batches -> ONE database transaction. The API's upload routes and `leadscore score` both store leads
+//! through [`ingest`], so a file is read and checked the same way whichever door it comes in by.
 //!
 //! Three stages run concurrently, each bounded: the body pump (async, enforces the byte limit), the reader
 //! (blocking, never holds more than a chunk and a batch), and the writer (async, one transaction). If any
@@ -10,10 +12,9 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use leadscore_core::Lead;
 use leadscore_core::csv::{HeaderError, LeadReader, Limits, RejectedRow, Row};
-use leadscore_store::{Store, UploadRecord};
 use tokio::sync::mpsc;
 
-use crate::problem::{ApiError, ProblemItem};
+use crate::{Store, StoreError, UploadRecord};
 
 /// Limits on one upload; every one is configurable.
 #[derive(Debug, Clone, Copy)]
@@ -31,8 +32,38 @@ impl Default for UploadLimits {
 
 /// Rows per batch sent to the database (one `COPY` on Postgres, multi-row inserts on SQLite).
 const BATCH_ROWS: usize = 5000;
-/// Rejected rows returned inline in the response; all of them are stored.
+/// Rejected rows kept in [`Ingested::errors`] (the API lists them in its response); all of them are stored.
 pub const INLINE_ERRORS: usize = 100;
+
+/// Why nothing was stored. Each caller turns these into its own answer (an HTTP status, an exit code); the
+/// messages are written for the person who sent the file.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The byte stream failed: the client went away, or the file could not be read.
+    #[error("the upload was interrupted: {0}")]
+    Interrupted(String),
+    /// Reading failed before the header was complete (the reader's side of a failed stream).
+    #[error("{0}")]
+    Unreadable(#[source] io::Error),
+    /// A format people upload by mistake (spreadsheet, archive, PDF, image), recognised by its first bytes.
+    #[error("this is {kind}, not CSV: export the sheet as CSV (UTF-8) and upload that")]
+    NotCsv { kind: &'static str },
+    #[error("the upload is larger than the limit of {max_bytes} bytes")]
+    TooManyBytes { max_bytes: u64 },
+    #[error("the upload has more than the limit of {max_rows} rows")]
+    TooManyRows { max_rows: u64 },
+    /// The header makes the file unusable. Kept whole: callers list missing columns one by one. Never
+    /// [`HeaderError::Io`], which is [`IngestError::Unreadable`].
+    #[error(transparent)]
+    Header(HeaderError),
+    /// Reading a row failed after the header (a row the reader can judge is rejected, not an error).
+    #[error("reading the upload failed: {0}")]
+    Csv(#[source] io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("CSV reader panicked: {0}")]
+    ReaderPanicked(#[source] tokio::task::JoinError),
+}
 
 /// What an upload produced.
 #[derive(Debug)]
@@ -47,7 +78,7 @@ pub struct Ingested {
 enum FromReader {
     Header { extra_columns: Vec<String> },
     Batch { leads: Vec<(u64, Lead)>, rejects: Vec<RejectedRow> },
-    Failed(ApiError),
+    Failed(IngestError),
 }
 
 /// Stores the CSV in `body` as one upload.
@@ -58,7 +89,7 @@ pub async fn ingest<S, E>(
     body: S,
     limits: UploadLimits,
     keep_leads: usize,
-) -> Result<Ingested, ApiError>
+) -> Result<Ingested, IngestError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: std::fmt::Display,
@@ -88,13 +119,13 @@ where
                 }
             }
         }
-        Ok::<_, ApiError>((writer, extra, errors, leads))
+        Ok::<_, IngestError>((writer, extra, errors, leads))
     };
     let (pumped, written) = tokio::join!(pump, write);
     // A body problem (limit, disconnect, not CSV) explains any reader failure it caused: report it first.
     pumped?;
     let (writer, extra, errors, leads) = written?;
-    reader.await.map_err(|e| ApiError::Internal(format!("CSV reader panicked: {e}")))?;
+    reader.await.map_err(IngestError::ReaderPanicked)?;
     let upload = writer.commit(&extra).await?;
     Ok(Ingested { upload, errors, leads })
 }
@@ -104,7 +135,7 @@ async fn pump_body<S, E>(
     mut body: S,
     tx: mpsc::Sender<io::Result<Bytes>>,
     max_bytes: u64,
-) -> Result<(), ApiError>
+) -> Result<(), IngestError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: std::fmt::Display,
@@ -118,24 +149,21 @@ where
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
-                fail(&tx, format!("the upload was interrupted: {e}"));
-                return Err(ApiError::Malformed(format!("the upload was interrupted: {e}")));
+                let e = IngestError::Interrupted(e.to_string());
+                fail(&tx, e.to_string());
+                return Err(e);
             }
         };
         if total == 0
             && let Some(kind) = binary_kind(&chunk)
         {
             fail(&tx, "not CSV".into());
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "this is {kind}, not CSV: export the sheet as CSV (UTF-8) and upload that"
-            )));
+            return Err(IngestError::NotCsv { kind });
         }
         total += chunk.len() as u64;
         if total > max_bytes {
             fail(&tx, "too large".into());
-            return Err(ApiError::TooLarge(format!(
-                "the upload is larger than the limit of {max_bytes} bytes"
-            )));
+            return Err(IngestError::TooManyBytes { max_bytes });
         }
         if tx.send(Ok(chunk)).await.is_err() {
             return Ok(()); // the reader stopped early; its message says why
@@ -161,12 +189,12 @@ fn read_csv(src: ChannelRead, limits: UploadLimits, tx: &mpsc::Sender<FromReader
     let csv_limits = Limits { max_field_bytes: limits.max_field_bytes, ..Limits::default() };
     let reader = match LeadReader::new(src, csv_limits) {
         Ok(r) => r,
-        Err(HeaderError::Io(e)) => {
-            let _ = tx.blocking_send(FromReader::Failed(ApiError::Malformed(e.to_string())));
-            return;
-        }
         Err(e) => {
-            let _ = tx.blocking_send(FromReader::Failed(header_problem(&e)));
+            let e = match e {
+                HeaderError::Io(e) => IngestError::Unreadable(e),
+                e => IngestError::Header(e),
+            };
+            let _ = tx.blocking_send(FromReader::Failed(e));
             return;
         }
     };
@@ -178,9 +206,7 @@ fn read_csv(src: ChannelRead, limits: UploadLimits, tx: &mpsc::Sender<FromReader
     for row in reader {
         match row {
             Err(e) => {
-                let _ = tx.blocking_send(FromReader::Failed(ApiError::Malformed(format!(
-                    "reading the upload failed: {e}"
-                ))));
+                let _ = tx.blocking_send(FromReader::Failed(IngestError::Csv(e)));
                 return;
             }
             Ok(Row::Accepted { line, lead }) => leads.push((line, lead)),
@@ -188,8 +214,8 @@ fn read_csv(src: ChannelRead, limits: UploadLimits, tx: &mpsc::Sender<FromReader
         }
         rows += 1;
         if rows > limits.max_rows {
-            let msg = format!("the upload has more than the limit of {} rows", limits.max_rows);
-            let _ = tx.blocking_send(FromReader::Failed(ApiError::TooLarge(msg)));
+            let e = IngestError::TooManyRows { max_rows: limits.max_rows };
+            let _ = tx.blocking_send(FromReader::Failed(e));
             return;
         }
         if leads.len() + rejects.len() >= BATCH_ROWS {
@@ -206,23 +232,6 @@ fn read_csv(src: ChannelRead, limits: UploadLimits, tx: &mpsc::Sender<FromReader
     if !leads.is_empty() || !rejects.is_empty() {
         let _ = tx.blocking_send(FromReader::Batch { leads, rejects });
     }
-}
-
-/// A header that makes the file unusable: 422 with the reason (missing columns are listed one by one).
-fn header_problem(e: &HeaderError) -> ApiError {
-    let errors = match e {
-        HeaderError::MissingColumns { missing, .. } => missing
-            .iter()
-            .map(|c| ProblemItem {
-                field: None,
-                line: Some(1),
-                column: Some((*c).to_owned()),
-                message: "required column is missing".into(),
-            })
-            .collect(),
-        _ => vec![ProblemItem { field: None, line: Some(1), column: None, message: e.to_string() }],
-    };
-    ApiError::Invalid { detail: e.to_string(), errors }
 }
 
 /// A blocking `Read` over the chunks the body pump sends.
