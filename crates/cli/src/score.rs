@@ -150,7 +150,7 @@ async fn score_in(
             move |offer: &Offer, leads: i64| leadscore_llm::estimated_cost(&config, offer, leads)
         });
         let new = NewRun {
-            estimate: estimate.as_ref().map(|e| e as &(dyn Fn(&Offer, i64) -> f64 + Sync)),
+            estimate: estimate.as_ref().map(|e| e as leadscore_store::Estimate<'_>),
             ..NewRun::new(WS, &offer.id, &selection)
         };
         let run = store.create_run(&new).await.context("creating the run")?.run;

@@ -101,14 +101,14 @@ impl Store {
                     "update jobs set run_at = $2 where run_id = $1 and {} and run_at > $2",
                     job_guard("status", JobEvent::Claim))))
                     .bind(run_id).bind(now).execute(&mut *tx).await?.rows_affected(),
+                // The sources of the requeue move; a succeeded job only when its result is rules-only.
                 Control::Retry => sqlx::query(sqlx::AssertSqlSafe(format!(
                     "update jobs set status = {}, attempts = 0, run_at = $2, last_error = null \
-                     where run_id = $1 and ({} or ({} and exists (select 1 from results r \
+                     where run_id = $1 and (status = {} or (status = {} and exists (select 1 from results r \
                        where r.run_id = jobs.run_id and r.lead_id = jobs.lead_id and r.score_basis = 'rules_only')))",
                     lit_job(JobEvent::Requeue.target()),
-                    // The sources of the requeue move, a succeeded job only when its result is rules-only.
-                    format!("status = {}", lit_job(JobStatus::Failed)),
-                    format!("status = {}", lit_job(JobStatus::Succeeded)))))
+                    lit_job(JobStatus::Failed),
+                    lit_job(JobStatus::Succeeded))))
                     .bind(run_id).bind(now).execute(&mut *tx).await?.rows_affected(),
             };
             // A retry that found nothing to re-queue leaves the run as it is.

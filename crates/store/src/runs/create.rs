@@ -23,6 +23,12 @@ pub struct IdempotencyKey<'a> {
     pub body_hash: &'a str,
 }
 
+/// The AI layer's cost estimate for an offer and a number of leads (USD).
+pub type Estimate<'a> = &'a (dyn Fn(&Offer, i64) -> f64 + Sync);
+
+/// An offer as its row holds it: name, value propositions, ideal use cases.
+type OfferRow = (String, Json<Vec<String>>, Json<Vec<String>>);
+
 /// What to create.
 pub struct NewRun<'a> {
     pub workspace: &'a str,
@@ -31,7 +37,7 @@ pub struct NewRun<'a> {
     pub max_cost_usd: Option<f64>,
     /// The AI layer's cost estimate for this offer and this many leads (`usage.estimated_cost_usd`); `None`
     /// when the AI layer is off, which estimates 0.
-    pub estimate: Option<&'a (dyn Fn(&Offer, i64) -> f64 + Sync)>,
+    pub estimate: Option<Estimate<'a>>,
     pub idempotency: Option<IdempotencyKey<'a>>,
 }
 
@@ -92,7 +98,7 @@ impl Store {
                 let run = self.get_run(new.workspace, &existing).await?.ok_or(StoreError::OfferNotFound)?;
                 return Ok(Created { run, replayed: true });
             }
-            let offer: Option<(String, Json<Vec<String>>, Json<Vec<String>>)> = sqlx::query_as(
+            let offer: Option<OfferRow> = sqlx::query_as(
                 "select name, value_props, ideal_use_cases from offers where id = $1 and workspace_id = $2")
                 .bind(new.offer_id)
                 .bind(new.workspace)

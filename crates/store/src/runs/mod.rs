@@ -15,7 +15,7 @@ use crate::states::{job_status, run_status, stop_reason};
 use crate::{Page, Paged, Result, Store, on_pool};
 
 pub use control::{Control, ControlOutcome};
-pub use create::{Created, IdempotencyKey, NewRun};
+pub use create::{Created, Estimate, IdempotencyKey, NewRun};
 pub use watch::RunWatch;
 
 /// Which leads a run scores.

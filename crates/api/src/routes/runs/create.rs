@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use leadscore_store::{
+use leadscore_store::{Estimate, 
     Created, IdempotencyKey, NewRun, Page, ResultFilter, ResultScope, Selection, StoreError,
 };
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,7 @@ pub async fn create_run(
         offer_id,
         selection,
         max_cost_usd,
-        estimate: estimate.as_ref().map(|e| e as &(dyn Fn(&leadscore_core::Offer, i64) -> f64 + Sync)),
+        estimate: estimate.as_ref().map(|e| e as Estimate<'_>),
         idempotency,
     };
     state.store.create_run(&new).await.map_err(|e| match e {

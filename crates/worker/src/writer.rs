@@ -1,0 +1,97 @@
+//! The pool's one completion writer: batches what finished while the previous batch was written, stores fresh
+//! verdicts in the cache, writes the batch (retrying until the database takes it) and pauses runs over budget.
+
+use std::time::Duration;
+
+use leadscore_core::AiVerdict;
+use leadscore_store::{Completion, Store};
+use tokio::sync::mpsc;
+
+use crate::inputs::Done;
+use crate::{Held, RunCache, WRITE_BATCH, WorkerConfig, key, lock};
+
+/// Writes completions in batches: everything that arrived while the previous batch was written. One writer:
+/// measured against two and four in parallel, it wrote bigger batches, and per job the database spent less on
+/// them (BENCHMARKS.md, issue 4, "Where the time goes").
+pub(crate) async fn write_completions(
+    store: Store,
+    config: WorkerConfig,
+    mut rx: mpsc::Receiver<Done>,
+    contexts: RunCache,
+    held: Held,
+) {
+    let mut received = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut received, WRITE_BATCH).await > 0 {
+        let mut batch = Vec::with_capacity(received.len());
+        let mut entries = Vec::new();
+        for done in received.drain(..) {
+            batch.push(done.completion);
+            entries.extend(done.cache);
+        }
+        write_batch(&store, &config, batch, entries, &contexts, &held).await;
+    }
+}
+
+/// Stores one batch's fresh verdicts, then writes its completions, retrying until the database takes them.
+async fn write_batch(
+    store: &Store,
+    config: &WorkerConfig,
+    batch: Vec<Completion>,
+    entries: Vec<(String, AiVerdict)>,
+    contexts: &RunCache,
+    held: &Held,
+) {
+    if let Some(ai) = &config.ai {
+        ai.remember(store, &entries).await;
+    }
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.complete_jobs(&config.id, &batch).await {
+            Ok(applied) => {
+                let mut held = lock(held);
+                for c in &batch {
+                    held.remove(&key(c.job()));
+                }
+                drop(held);
+                if applied < batch.len() as u64 {
+                    tracing::info!(
+                        stale = batch.len() as u64 - applied,
+                        "ignored completions of jobs no longer leased"
+                    );
+                }
+                break;
+            }
+            Err(e) => {
+                // Keep the batch: the leases still hold for a while, and losing it would re-score leads.
+                tracing::warn!(error = %e, "writing completions failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    pause_over_budget(store, contexts, &batch).await;
+}
+
+/// Pauses the runs of `batch` that have a cost cap and reached it (only capped runs are summed).
+async fn pause_over_budget(store: &Store, contexts: &RunCache, batch: &[Completion]) {
+    let capped: Vec<&str> = {
+        let cache = lock(contexts);
+        let mut runs: Vec<&str> = batch
+            .iter()
+            .map(|c| c.job().run_id.as_str())
+            .filter(|r| cache.get(*r).is_some_and(|ctx| ctx.max_cost_usd.is_some()))
+            .collect();
+        runs.sort_unstable();
+        runs.dedup();
+        runs
+    };
+    if capped.is_empty() {
+        return;
+    }
+    match store.pause_runs_over_budget(&capped).await {
+        Ok(paused) if !paused.is_empty() => tracing::warn!(runs = ?paused, "paused: max_cost_usd reached"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "checking cost caps failed"),
+    }
+}
+
