@@ -39,8 +39,8 @@ pub use offers::OfferRecord;
 pub use queue::{ClaimedJob, ClaimedWork, Completion, JobRecord, NewResult, RunSnapshot};
 pub use results::{ResultFilter, ResultRecord, ResultScope};
 pub use runs::{
-    Control, ControlOutcome, Created, DEFAULT_MAX_ATTEMPTS, Estimate, IdempotencyKey, JobCounts, NewRun, ResultCounts,
-    RunRecord, RunStatusView, RunTallies, RunWatch, Selection,
+    Control, ControlOutcome, Created, DEFAULT_MAX_ATTEMPTS, Estimate, IdempotencyKey, JobCounts, NewRun,
+    ResultCounts, RunRecord, RunStatusView, RunTallies, RunWatch, Selection,
 };
 pub use sqlx;
 pub use uploads::{UploadError, UploadRecord, UploadWriter};

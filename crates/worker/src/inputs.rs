@@ -14,7 +14,11 @@ type JobInput = Result<(Arc<RunContext>, Lead), Completion>;
 
 /// Pairs each claimed job with its run context (cached per run; the lead came with the claim). A job whose
 /// inputs cannot be had becomes a completion right away.
-pub(crate) async fn load_inputs(store: &Store, cache: &RunCache, work: Vec<ClaimedWork>) -> Vec<(ClaimedJob, JobInput)> {
+pub(crate) async fn load_inputs(
+    store: &Store,
+    cache: &RunCache,
+    work: Vec<ClaimedWork>,
+) -> Vec<(ClaimedJob, JobInput)> {
     let mut out = Vec::with_capacity(work.len());
     for ClaimedWork { job, lead, .. } in work {
         let input = match (run_context(store, cache, &job.run_id).await, lead) {
@@ -69,7 +73,11 @@ pub(crate) type AiInput = Option<(ai::Prepared, Option<AiVerdict>)>;
 
 /// With an AI layer: each loadable job's prompt and cache key, and the cached verdicts of the whole claimed
 /// batch looked up in one round trip.
-pub(crate) async fn prepare_ai(store: &Store, ai: Option<&Ai>, inputs: &[(ClaimedJob, JobInput)]) -> Vec<AiInput> {
+pub(crate) async fn prepare_ai(
+    store: &Store,
+    ai: Option<&Ai>,
+    inputs: &[(ClaimedJob, JobInput)],
+) -> Vec<AiInput> {
     let Some(ai) = ai else { return Vec::new() };
     let prepared: Vec<Option<ai::Prepared>> = inputs
         .iter()
@@ -95,4 +103,3 @@ pub(crate) fn score_rules_only(job: ClaimedJob, ctx: &RunContext, lead: &Lead) -
     let result = NewResult::without_model(scoring);
     Completion::Succeeded { job, result: Box::new(result) }
 }
-

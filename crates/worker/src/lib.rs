@@ -207,14 +207,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-
 /// Exponential backoff with full jitter: up to 2^attempts seconds, capped at 5 minutes.
 pub fn retry_delay(attempts: i64) -> Duration {
     let cap_ms = 1000u64.saturating_mul(1 << attempts.clamp(0, 8)).min(300_000);
     let jitter = uuid::Uuid::new_v4().as_u128() as u64 % cap_ms.max(1);
     Duration::from_millis(jitter.max(100))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -230,4 +228,3 @@ mod tests {
         assert!(late > Duration::from_secs(2), "attempt 6 can wait up to a minute: {late:?}");
     }
 }
-

@@ -107,4 +107,3 @@ async fn shared_upkeep(store: &Store, config: &WorkerConfig, ticks: u64) {
     .instrument(span)
     .await;
 }
-

@@ -94,4 +94,3 @@ async fn pause_over_budget(store: &Store, contexts: &RunCache, batch: &[Completi
         Err(e) => tracing::warn!(error = %e, "checking cost caps failed"),
     }
 }
-

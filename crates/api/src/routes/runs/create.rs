@@ -4,8 +4,8 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use leadscore_store::{Estimate, 
-    Created, IdempotencyKey, NewRun, Page, ResultFilter, ResultScope, Selection, StoreError,
+use leadscore_store::{
+    Created, Estimate, IdempotencyKey, NewRun, Page, ResultFilter, ResultScope, Selection, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,5 +1,8 @@
-//! Uploads: one CSV file, stored in ONE transaction with all its leads and rejected rows, so an interrupted
-//! upload leaves nothing behind.
+//! Writing one upload: the transaction opened by [`Store::begin_upload`], batches of leads (`COPY` on
+//! PostgreSQL, multi-row `INSERT` on SQLite) and rejected rows, and the commit that records the counts.
+//!
+//! Separate from the reads in [`super::report`]: everything here happens inside the one transaction that makes
+//! an interrupted upload leave nothing behind.
 
 use leadscore_core::Lead;
 use leadscore_core::csv::RejectedRow;
@@ -7,28 +10,10 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Sqlite, Transaction};
 use time::OffsetDateTime;
 
-use crate::row::DbRow;
-use crate::{Page, Paged, Pool, Result, Store, StoreError, new_id, now, on_pool};
+use crate::{Pool, Result, Store, new_id, now};
 
-/// A stored upload's report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadRecord {
-    pub id: String,
-    pub filename: Option<String>,
-    pub rows_total: i64,
-    pub rows_accepted: i64,
-    pub rows_rejected: i64,
-    pub extra_columns: Vec<String>,
-    pub created_at: OffsetDateTime,
-}
-
-/// A rejected row of an upload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadError {
-    pub line: i64,
-    pub column: Option<String>,
-    pub message: String,
-}
+use super::UploadRecord;
+use super::bulk::{Placeholders, copy_row, values_sql};
 
 /// SQLite allows 32,766 bound parameters per statement; 12 per lead.
 const SQLITE_LEADS_PER_INSERT: usize = 1000;
@@ -121,63 +106,6 @@ impl Store {
             copy_buf: Vec::new(),
         })
     }
-
-    pub async fn get_upload(&self, workspace: &str, id: &str) -> Result<Option<UploadRecord>> {
-        on_pool!(self, pool => {
-            let row = sqlx::query(
-                "select id, filename, rows_total, rows_accepted, rows_rejected, extra_columns, created_at \
-                 from uploads where id = $1 and workspace_id = $2")
-                .bind(id)
-                .bind(workspace)
-                .fetch_optional(pool)
-                .await?;
-            row.as_ref().map(upload_from_row).transpose()
-        })
-    }
-
-    /// An upload's rejected rows in line order; `None` when the upload does not exist in this workspace.
-    pub async fn list_upload_errors(
-        &self,
-        workspace: &str,
-        upload_id: &str,
-        page: &Page,
-    ) -> Result<Option<Paged<UploadError>>> {
-        if self.get_upload(workspace, upload_id).await?.is_none() {
-            return Ok(None);
-        }
-        let after: i64 = match page.after.as_deref() {
-            None => 0,
-            Some(c) => c.parse().map_err(|_| StoreError::Corrupt(format!("bad cursor {c:?}")))?,
-        };
-        let rows = on_pool!(self, pool => {
-            let rows = sqlx::query(
-                "select line, column_name, message from upload_errors where upload_id = $1 and line > $2 \
-                 order by line limit $3")
-                .bind(upload_id)
-                .bind(after)
-                .bind(page.fetch_limit())
-                .fetch_all(pool)
-                .await?;
-            rows.iter().map(error_from_row).collect::<Result<Vec<_>>>()?
-        });
-        Ok(Some(page.finish(rows, |e| e.line.to_string())))
-    }
-}
-
-fn upload_from_row(r: &impl DbRow) -> Result<UploadRecord> {
-    Ok(UploadRecord {
-        id: r.text("id")?,
-        filename: r.opt_text("filename")?,
-        rows_total: r.int("rows_total")?,
-        rows_accepted: r.int("rows_accepted")?,
-        rows_rejected: r.int("rows_rejected")?,
-        extra_columns: r.json("extra_columns")?,
-        created_at: r.time("created_at")?,
-    })
-}
-
-fn error_from_row(r: &impl DbRow) -> Result<UploadError> {
-    Ok(UploadError { line: r.int("line")?, column: r.opt_text("column_name")?, message: r.text("message")? })
 }
 
 impl UploadWriter {
@@ -316,111 +244,4 @@ where
         q = q.bind(upload_id).bind(r.line as i64).bind(r.column.as_deref()).bind(r.message.as_str());
     }
     q
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Placeholders {
-    /// `$1, $2, ...` (Postgres).
-    Numbered,
-    /// `?, ?, ...`: for SQLite, which looks named parameters up one by one while preparing a statement (quadratic
-    /// in their number: thousands per bulk insert).
-    Positional,
-}
-
-/// `prefix ($1, ..., $n), ($n+1, ...), ...` for `rows` rows of `cols` parameters.
-fn values_sql(prefix: &str, cols: usize, rows: usize, style: Placeholders) -> String {
-    let mut sql = String::with_capacity(prefix.len() + rows * cols * 6);
-    sql.push_str(prefix);
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..cols {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            match style {
-                Placeholders::Numbered => {
-                    sql.push('$');
-                    sql.push_str(&(r * cols + c + 1).to_string());
-                }
-                Placeholders::Positional => sql.push('?'),
-            }
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-/// One row of `COPY ... (format csv)`: text always quoted (an unquoted empty field would be NULL), NULL as an
-/// empty unquoted field.
-fn copy_row(
-    buf: &mut Vec<u8>,
-    id: &str,
-    workspace: &str,
-    upload: &str,
-    line: u64,
-    lead: &Lead,
-) -> Result<()> {
-    let quoted = |buf: &mut Vec<u8>, s: &str| {
-        buf.push(b'"');
-        for b in s.bytes() {
-            if b == b'"' {
-                buf.push(b'"');
-            }
-            buf.push(b);
-        }
-        buf.push(b'"');
-    };
-    for s in [id, workspace, upload] {
-        quoted(buf, s);
-        buf.push(b',');
-    }
-    buf.extend_from_slice(line.to_string().as_bytes());
-    buf.push(b',');
-    if let Some(ext) = &lead.external_id {
-        quoted(buf, ext);
-    }
-    for s in [&lead.name, &lead.role, &lead.company, &lead.industry, &lead.location, &lead.linkedin_bio] {
-        buf.push(b',');
-        quoted(buf, s);
-    }
-    buf.push(b',');
-    let attributes =
-        serde_json::to_string(&lead.attributes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    quoted(buf, &attributes);
-    buf.push(b'\n');
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builds_multi_row_values() {
-        assert_eq!(
-            values_sql("insert into t values ", 2, 2, Placeholders::Numbered),
-            "insert into t values ($1, $2), ($3, $4)"
-        );
-        assert_eq!(values_sql("v ", 2, 2, Placeholders::Positional), "v (?, ?), (?, ?)");
-    }
-
-    #[test]
-    fn copy_rows_quote_text_and_leave_null_unquoted() {
-        let lead = Lead {
-            external_id: None,
-            name: "A \"B\"".into(),
-            role: String::new(),
-            company: "x,y".into(),
-            industry: "i".into(),
-            location: "l".into(),
-            linkedin_bio: "multi\nline".into(),
-            attributes: vec![],
-        };
-        let mut buf = Vec::new();
-        copy_row(&mut buf, "id", "ws", "up", 7, &lead).expect("row");
-        assert_eq!(
-            String::from_utf8(buf).expect("utf8"),
-            "\"id\",\"ws\",\"up\",7,,\"A \"\"B\"\"\",\"\",\"x,y\",\"i\",\"l\",\"multi\nline\",\"[]\"\n"
-        );
-    }
 }

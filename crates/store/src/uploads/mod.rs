@@ -1,0 +1,33 @@
+//! Uploads: one CSV file, stored in ONE transaction with all its leads and rejected rows, so an interrupted
+//! upload leaves nothing behind.
+//!
+//! This module holds the upload types; writing an upload is in [`writer`] (with the statement text its bulk
+//! inserts need in [`bulk`]), reading a stored upload's report and rejected rows in [`report`].
+
+mod bulk;
+mod report;
+mod writer;
+
+use time::OffsetDateTime;
+
+pub use writer::UploadWriter;
+
+/// A stored upload's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub id: String,
+    pub filename: Option<String>,
+    pub rows_total: i64,
+    pub rows_accepted: i64,
+    pub rows_rejected: i64,
+    pub extra_columns: Vec<String>,
+    pub created_at: OffsetDateTime,
+}
+
+/// A rejected row of an upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadError {
+    pub line: i64,
+    pub column: Option<String>,
+    pub message: String,
+}
