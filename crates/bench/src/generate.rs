@@ -179,13 +179,20 @@ pub fn leads(n: u64, seed: u64, tag: &str) -> Vec<leadscore_core::Lead> {
 
 pub fn run(args: &GenArgs) -> anyhow::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&args.output)?);
-    let mut rng = Rng(args.seed.max(1));
+    write_csv(&mut out, args.rows, args.seed)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The leads CSV of `rows` generated rows (header included), deterministic for `seed`: what `gen` writes to a
+/// file, and what benches that upload through the API send as a body.
+pub fn write_csv(out: &mut impl Write, rows: u64, seed: u64) -> std::io::Result<()> {
+    let mut rng = Rng(seed.max(1));
     out.write_all(b"name,role,company,industry,location,linkedin_bio\n")?;
-    for i in 0..args.rows {
+    for i in 0..rows {
         let [name, role, company, industry, location, bio] = fields(&mut rng, i);
         writeln!(out, "{name},{},{company},{industry},{location},\"{bio}\"", quote(&role))?;
     }
-    out.flush()?;
     Ok(())
 }
 

@@ -124,9 +124,11 @@ fn pool(concurrency: usize, ai: Option<std::sync::Arc<Ai>>) -> WorkerConfig {
     WorkerConfig { concurrency, ai, poll: Duration::from_millis(20), ..WorkerConfig::default() }
 }
 
+/// The median; of an even number of values, the mean of the middle two (with 2 repetitions, not the larger).
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] }
 }
 
 async fn throughput(args: &LlmArgs, store: &Store, offer_id: &str) -> Result<()> {

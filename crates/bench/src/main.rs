@@ -3,6 +3,7 @@
 
 mod generate;
 mod llm;
+mod pipeline;
 mod queue;
 mod upload;
 
@@ -25,6 +26,9 @@ enum Command {
     Llm(llm::LlmArgs),
     /// The queue on PostgreSQL: throughput vs a no-op SKIP LOCKED loop, 1M-run creation, pollers, fairness, crash.
     Queue(queue::QueueArgs),
+    /// The rules-only pipeline (PostgreSQL workers, SQLite serve) against the database-only pgbench cycle and the
+    /// no-op loop, in alternating rounds; then the `Prefer: wait` latency.
+    Pipeline(pipeline::PipelineArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +42,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Queue(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(queue::run(&args))
+        }
+        Command::Pipeline(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(pipeline::run(&args))
         }
     }
 }

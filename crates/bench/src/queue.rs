@@ -86,6 +86,17 @@ pub async fn run(args: &QueueArgs) -> Result<()> {
 /// The baseline: `args.leads` no-op jobs in a minimal table, claimed 64 at a time with `FOR UPDATE SKIP LOCKED`
 /// by `loops` concurrent loops and completed in one statement per batch. Returns jobs/s (median).
 async fn noop_loop(pool: &PgPool, args: &QueueArgs, loops: usize) -> Result<f64> {
+    create_noop_table(pool).await?;
+    let mut rates = Vec::new();
+    for _ in 0..args.runs {
+        rates.push(noop_once(pool, args.leads, loops).await?);
+    }
+    eprintln!("no-op SKIP LOCKED loop x{loops}: {rates:.0?} jobs/s");
+    Ok(median(rates))
+}
+
+/// (Re)creates the no-op loop's table `bench_noop`: an integer key, a status, a lease owner, a due time.
+pub(crate) async fn create_noop_table(pool: &PgPool) -> Result<()> {
     sqlx::query("drop table if exists bench_noop").execute(pool).await?;
     sqlx::query(
         "create table bench_noop (id bigint primary key, status smallint not null, lease_owner text, \
@@ -96,51 +107,53 @@ async fn noop_loop(pool: &PgPool, args: &QueueArgs, loops: usize) -> Result<f64>
     sqlx::query("create index bench_noop_claimable on bench_noop (run_at) where status = 0")
         .execute(pool)
         .await?;
-    let mut rates = Vec::new();
-    for _ in 0..args.runs {
-        sqlx::query("truncate bench_noop").execute(pool).await?;
-        sqlx::query("insert into bench_noop select g, 0, null, 0 from generate_series(1, $1) g")
-            .bind(args.leads as i64)
-            .execute(pool)
-            .await?;
-        sqlx::query("analyze bench_noop").execute(pool).await?;
-        let started = Instant::now();
-        let loops: Vec<_> = (0..loops)
-            .map(|w| {
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let ids: Vec<i64> = sqlx::query_scalar(
-                            "with c as (select id from bench_noop where status = 0 and run_at <= 1 \
-                               order by run_at limit 64 for update skip locked) \
-                             update bench_noop b set status = 1, lease_owner = $1 from c where b.id = c.id \
-                             returning b.id",
-                        )
-                        .bind(format!("w{w}"))
-                        .fetch_all(&pool)
-                        .await?;
-                        if ids.is_empty() {
-                            return anyhow::Ok(());
-                        }
-                        sqlx::query(
-                            "update bench_noop set status = 2, lease_owner = null \
-                             where id = any($1) and status = 1 and lease_owner = $2",
-                        )
-                        .bind(&ids)
-                        .bind(format!("w{w}"))
-                        .execute(&pool)
-                        .await?;
+    Ok(())
+}
+
+/// One measurement of the no-op loop (the table from [`create_noop_table`], refilled with `jobs` fresh jobs):
+/// `loops` concurrent loops claim 64 at a time and complete each batch in one statement until none is left.
+/// Returns jobs/s.
+pub(crate) async fn noop_once(pool: &PgPool, jobs: u64, loops: usize) -> Result<f64> {
+    sqlx::query("truncate bench_noop").execute(pool).await?;
+    sqlx::query("insert into bench_noop select g, 0, null, 0 from generate_series(1, $1) g")
+        .bind(jobs as i64)
+        .execute(pool)
+        .await?;
+    sqlx::query("analyze bench_noop").execute(pool).await?;
+    let started = Instant::now();
+    let loops: Vec<_> = (0..loops)
+        .map(|w| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                loop {
+                    let ids: Vec<i64> = sqlx::query_scalar(
+                        "with c as (select id from bench_noop where status = 0 and run_at <= 1 \
+                           order by run_at limit 64 for update skip locked) \
+                         update bench_noop b set status = 1, lease_owner = $1 from c where b.id = c.id \
+                         returning b.id",
+                    )
+                    .bind(format!("w{w}"))
+                    .fetch_all(&pool)
+                    .await?;
+                    if ids.is_empty() {
+                        return anyhow::Ok(());
                     }
-                })
+                    sqlx::query(
+                        "update bench_noop set status = 2, lease_owner = null \
+                         where id = any($1) and status = 1 and lease_owner = $2",
+                    )
+                    .bind(&ids)
+                    .bind(format!("w{w}"))
+                    .execute(&pool)
+                    .await?;
+                }
             })
-            .collect();
-        for l in loops {
-            l.await??;
-        }
-        rates.push(args.leads as f64 / started.elapsed().as_secs_f64());
+        })
+        .collect();
+    for l in loops {
+        l.await??;
     }
-    eprintln!("no-op SKIP LOCKED loop x{loops}: {rates:.0?} jobs/s");
-    Ok(median(rates))
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Between the baseline and a worker: the queue's own statements (`claim_work` of 64, rule layer inline,
@@ -210,10 +223,21 @@ fn score_inline(rules: &leadscore_core::Rules, work: leadscore_store::ClaimedWor
 
 /// A `leadscore-worker` process on `url` (rules only: no provider configured).
 fn worker(args: &QueueArgs, url: &str, envs: &[(&str, &str)]) -> Result<Child> {
-    let bin = args.bin_dir.join("leadscore-worker");
+    worker_process(&args.bin_dir, args.concurrency, url, envs)
+}
+
+/// The `leadscore-worker` of `bin_dir` on `url` at `concurrency`, rules only (no provider variables passed on),
+/// killed when dropped.
+pub(crate) fn worker_process(
+    bin_dir: &std::path::Path,
+    concurrency: usize,
+    url: &str,
+    envs: &[(&str, &str)],
+) -> Result<Child> {
+    let bin = bin_dir.join("leadscore-worker");
     let mut cmd = Command::new(&bin);
     cmd.env("DATABASE_URL", url)
-        .env("LEADSCORE_CONCURRENCY", args.concurrency.to_string())
+        .env("LEADSCORE_CONCURRENCY", concurrency.to_string())
         .env("RUST_LOG", "warn")
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
@@ -227,7 +251,7 @@ fn worker(args: &QueueArgs, url: &str, envs: &[(&str, &str)]) -> Result<Child> {
 }
 
 /// Creates a run over `upload` and waits until it is completed; returns (seconds, jobs).
-async fn timed_run(store: &Store, offer: &str, upload: &str) -> Result<(f64, i64)> {
+pub(crate) async fn timed_run(store: &Store, offer: &str, upload: &str) -> Result<(f64, i64)> {
     let started = Instant::now();
     let run = store
         .create_run(&NewRun::new(WS, offer, &Selection::Upload(upload.to_owned())))

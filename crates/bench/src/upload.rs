@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tokio::process::{Child, Command};
 
+use crate::llm::median;
+
 #[derive(Debug, clap::Args)]
 pub struct UploadArgs {
     /// The CSV to upload (make one with `leadscore-bench gen`).
@@ -55,8 +57,8 @@ pub async fn run(args: &UploadArgs) -> Result<()> {
         samples.push(s);
     }
     let rows = samples[0].api_rows as f64;
-    let api = median(samples.iter().map(|s| s.api_secs));
-    let base = median(samples.iter().map(|s| s.baseline_secs));
+    let api = median(samples.iter().map(|s| s.api_secs).collect());
+    let base = median(samples.iter().map(|s| s.baseline_secs).collect());
     let rss = samples.iter().map(|s| s.peak_rss_mb).fold(0.0, f64::max);
     let baseline = if args.backend == "postgres" { "psql \\copy" } else { "sqlite3 .import" };
     println!(
@@ -77,12 +79,6 @@ pub async fn run(args: &UploadArgs) -> Result<()> {
         rss
     );
     Ok(())
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 async fn postgres_run(args: &UploadArgs, file: &Path, run: usize) -> Result<Sample> {
@@ -168,16 +164,7 @@ pub async fn psql(url: &str, sql: &str) -> Result<()> {
 /// Starts a server on `url`, uploads `file` as a streamed text/csv body, and returns (seconds, rows accepted,
 /// the server's peak RSS in MB).
 async fn api_upload(server: &Path, url: &str, file: &Path) -> Result<(f64, u64, f64)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut child = Command::new(server)
-        .args(["serve", "--database-url", url, "--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", server.display()))?;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await?;
+    let (mut child, base) = spawn_server(server, url, &[]).await?;
     leadscore_llm::install_crypto();
     let http = reqwest::Client::new();
     let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
@@ -200,6 +187,25 @@ async fn api_upload(server: &Path, url: &str, file: &Path) -> Result<(f64, u64, 
     let rss = peak_rss_mb(&child)?;
     stop(&mut child).await;
     Ok((secs, json["rows_accepted"].as_u64().unwrap_or(0), rss))
+}
+
+/// Starts `server serve` on `url` (rules only: no provider variables passed on) on a free loopback port with
+/// `envs` set, and waits until it is ready; returns the child (killed when dropped) and the base URL.
+pub(crate) async fn spawn_server(server: &Path, url: &str, envs: &[(&str, &str)]) -> Result<(Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(server)
+        .args(["serve", "--database-url", url, "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .envs(envs.iter().copied())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", server.display()))?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await?;
+    Ok((child, base))
 }
 
 pub(crate) async fn wait_ready(base: &str) -> Result<()> {
