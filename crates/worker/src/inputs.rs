@@ -10,7 +10,7 @@ use leadscore_store::{ClaimedJob, ClaimedWork, Completion, NewResult, RunUsage, 
 
 use crate::{Ai, RunCache, RunContext, ai, lock, retry_delay};
 
-type JobInput = Result<(Arc<RunContext>, Lead), Completion>;
+pub(crate) type JobInput = Result<(Arc<RunContext>, Lead), Completion>;
 
 /// Pairs each claimed job with its run context (cached per run; the lead came with the claim). A job whose
 /// inputs cannot be had becomes a completion right away.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leadscore_core::{Offer, Rules};
-use leadscore_store::{ClaimedJob, Store};
+use leadscore_store::{ClaimedJob, Completion, Store};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
 
@@ -63,10 +63,10 @@ impl Default for WorkerConfig {
 /// Finished jobs are kept a week by default.
 pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// How long a pool with only a few free slots waits for more before claiming.
+/// How long a pool with only a few free leases waits for more before claiming.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(10);
 
-/// Free slots worth a claim without waiting: half the pool, 1 to 64. With fast jobs, a claim sent as soon as the
+/// Free leases worth a claim without waiting: half the pool, 1 to 64. With fast jobs, a claim sent as soon as the
 /// previous one returned found about half the slots free (the jobs just claimed still held theirs), so it took
 /// twice the claims for the same jobs; waiting up to [`CLAIM_COOLDOWN`] for half the pool keeps claims full.
 /// With slow (AI-bound) jobs the cooldown caps the wait as before.
@@ -74,14 +74,29 @@ fn claim_batch(concurrency: usize) -> usize {
     (concurrency / 2).clamp(1, 64)
 }
 
+/// Jobs a pool may hold leased beyond those running: the next batch is claimed while the current one runs, so a
+/// claim's round trip and commit overlap the work instead of idling both. Measured on the rules-only pipeline
+/// (BENCHMARKS.md, issue 12): with claims capped at the 64 running jobs, 37% of the machine sat idle.
+///
+/// Only for pools without an AI layer, whose jobs take microseconds and cost nothing: a job leased ahead still
+/// runs after its run is paused or cancelled (only waiting jobs are stopped), and with a provider that would be
+/// spend the user asked to stop. An AI pool's jobs wait on the provider, not on claims.
+fn prefetch(config: &WorkerConfig) -> usize {
+    if config.ai.is_some() { 0 } else { config.concurrency.max(MIN_PREFETCH) }
+}
+
+const MIN_PREFETCH: usize = 192;
+
 /// Completions written per transaction at most.
 pub(crate) const WRITE_BATCH: usize = 256;
 
-/// Runs the pool until `shutdown` turns true, then drains: stops claiming, lets in-flight jobs finish within
-/// `config.drain`, writes their completions; jobs still running after that keep their lease and return to the
-/// queue when it expires.
+/// Runs the pool until `shutdown` turns true, then drains: stops claiming, gives back the jobs it leased but had
+/// not started, lets in-flight jobs finish within `config.drain`, writes their completions; jobs still running
+/// after that keep their lease and return to the queue when it expires.
 pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiver<bool>) {
+    // `slots`: jobs running (the pool's concurrency); `leases`: jobs leased and not finished, running or next.
     let slots = Arc::new(Semaphore::new(config.concurrency));
+    let leases = Arc::new(Semaphore::new(config.concurrency + prefetch(&config)));
     let (done_tx, done_rx) = mpsc::channel::<Done>(config.concurrency * 2);
     let contexts: RunCache = Arc::default();
     let held: Held = Arc::default();
@@ -107,24 +122,8 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
     // After an empty claim the next one goes out at once when woken: new work should start without delay.
     let mut idle = true;
     while !*shutdown.borrow() {
-        if slots.available_permits() == 0 {
-            tokio::select! { p = slots.acquire() => drop(p), _ = shutdown.changed() => continue }
-        }
-        let batch = claim_batch(config.concurrency);
-        if !idle && slots.available_permits() < batch {
-            // Claim a few slots at a time rather than one per finished job: each claim is a round trip, and
-            // with slow (AI-bound) jobs slots free up one by one. Waits at most CLAIM_COOLDOWN for the batch.
-            tokio::select! {
-                p = slots.acquire_many(batch as u32) => drop(p),
-                () = tokio::time::sleep(CLAIM_COOLDOWN) => {},
-                _ = shutdown.changed() => {},
-            }
-        }
-        let free = slots.available_permits();
-        if free == 0 {
-            continue;
-        }
-        let jobs = match store.claim_work(&config.id, free, config.lease).await {
+        let Some(mut reserved) = reserve_leases(&leases, &config, idle, &mut shutdown).await else { continue };
+        let jobs = match store.claim_work(&config.id, reserved.num_permits(), config.lease).await {
             Ok(jobs) => {
                 backoff = config.poll;
                 jobs
@@ -138,6 +137,7 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
         idle = jobs.is_empty();
         lock(&held).extend(jobs.iter().map(|w| key(&w.job)));
         if jobs.is_empty() {
+            drop(reserved);
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {},
                 () = store.jobs_enqueued() => {},
@@ -147,8 +147,18 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
         }
         let inputs = load_inputs(&store, &contexts, jobs).await;
         let mut prepared = prepare_ai(&store, config.ai.as_deref(), &inputs).await;
-        for (i, (job, input)) in inputs.into_iter().enumerate() {
-            let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let mut inputs = inputs.into_iter().enumerate();
+        for (i, (job, input)) in inputs.by_ref() {
+            let lease = reserved.split(1);
+            // A job leased ahead waits here for a running one to finish; shutdown gives it back instead.
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.ok(),
+                _ = wait_true(&mut shutdown) => None,
+            };
+            let Some(slot) = slot else {
+                let _ = done_tx.send(release(job, input)).await;
+                break;
+            };
             let done = done_tx.clone();
             let (store, ai, ai_input) =
                 (store.clone(), config.ai.clone(), prepared.get_mut(i).and_then(Option::take));
@@ -168,10 +178,13 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
                         (Err(completion), _, _) => Done { completion, cache: None },
                     };
                     let _ = done.send(done_job).await;
-                    drop(permit);
+                    drop((slot, lease));
                 }
                 .instrument(span),
             );
+        }
+        for (_, (job, input)) in inputs {
+            let _ = done_tx.send(release(job, input)).await;
         }
     }
     tracing::info!(worker = %config.id, "draining: no new claims");
@@ -184,6 +197,50 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
     upkeep.abort();
     listener.abort();
     tracing::info!(worker = %config.id, "worker pool stopped");
+}
+
+/// Waits for leases worth a claim and takes all that are free (`None`: shutdown, or none free after all).
+/// Claims a few at a time rather than one per finished job: each claim is a round trip, and with slow
+/// (AI-bound) jobs leases free up one by one, so it waits at most [`CLAIM_COOLDOWN`] for a batch.
+async fn reserve_leases(
+    leases: &Arc<Semaphore>,
+    config: &WorkerConfig,
+    idle: bool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if leases.available_permits() == 0 {
+        tokio::select! { p = leases.acquire() => drop(p), _ = shutdown.changed() => return None }
+    }
+    let batch = claim_batch(config.concurrency);
+    if !idle && leases.available_permits() < batch {
+        tokio::select! {
+            p = leases.acquire_many(batch as u32) => drop(p),
+            () = tokio::time::sleep(CLAIM_COOLDOWN) => {},
+            _ = shutdown.changed() => return None,
+        }
+    }
+    let free = u32::try_from(leases.available_permits()).ok().filter(|n| *n > 0)?;
+    leases.clone().try_acquire_many_owned(free).ok()
+}
+
+/// Resolves once `shutdown` is true.
+async fn wait_true(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// A job leased ahead that will not be started (the pool is shutting down): back to the queue now, its attempt
+/// given back, rather than when its lease expires.
+fn release(job: ClaimedJob, input: inputs::JobInput) -> Done {
+    let completion = match input {
+        Err(completion) => completion,
+        Ok(_) => Completion::Deferred {
+            job,
+            reason: "released: the worker shut down before starting it".into(),
+            retry_in: Duration::ZERO,
+            spent: leadscore_store::RunUsage::default(),
+        },
+    };
+    Done { completion, cache: None }
 }
 
 /// What every job of a run shares: its offer snapshot with the rule layer prepared for it, and

@@ -1,4 +1,4 @@
-//! The pool's one completion writer: batches what finished while the previous batch was written, stores fresh
+//! The pool's completion writer: batches what finished while the previous batch was written, stores fresh
 //! verdicts in the cache, writes the batch (retrying until the database takes it) and pauses runs over budget.
 
 use std::time::Duration;
@@ -10,9 +10,13 @@ use tokio::sync::mpsc;
 use crate::inputs::Done;
 use crate::{Held, RunCache, WRITE_BATCH, WorkerConfig, key, lock};
 
-/// Writes completions in batches: everything that arrived while the previous batch was written. One writer:
-/// measured against two and four in parallel, it wrote bigger batches, and per job the database spent less on
-/// them (BENCHMARKS.md, issue 4, "Where the time goes").
+/// Completion statements a pool has in flight at most.
+const MAX_WRITES: usize = 2;
+
+/// Writes completions in batches: everything that arrived while the previous batch was written. A second write
+/// goes out alongside the first only for a backlog (a full batch waiting): measured, parallel writers of part
+/// batches made the database spend more per job (BENCHMARKS.md, issue 4), but once claims ran a batch ahead
+/// (issue 12) the one writer was the bottleneck, its statement holding one database core while the other idled.
 pub(crate) async fn write_completions(
     store: Store,
     config: WorkerConfig,
@@ -21,15 +25,29 @@ pub(crate) async fn write_completions(
     held: Held,
 ) {
     let mut received = Vec::with_capacity(WRITE_BATCH);
+    let mut writes = tokio::task::JoinSet::new();
     while rx.recv_many(&mut received, WRITE_BATCH).await > 0 {
+        while !writes.is_empty() && (writes.len() >= MAX_WRITES || received.len() < WRITE_BATCH) {
+            writes.join_next().await;
+            while received.len() < WRITE_BATCH {
+                let Ok(done) = rx.try_recv() else { break };
+                received.push(done);
+            }
+        }
         let mut batch = Vec::with_capacity(received.len());
         let mut entries = Vec::new();
         for done in received.drain(..) {
             batch.push(done.completion);
             entries.extend(done.cache);
         }
-        write_batch(&store, &config, batch, entries, &contexts, &held).await;
+        // One entry per key, in key order: concurrent writers lock cache rows in the same order (no deadlock),
+        // and an upsert may not touch a row twice.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        let (store, config, contexts, held) = (store.clone(), config.clone(), contexts.clone(), held.clone());
+        writes.spawn(async move { write_batch(&store, &config, batch, entries, &contexts, &held).await });
     }
+    while writes.join_next().await.is_some() {}
 }
 
 /// Stores one batch's fresh verdicts, then writes its completions, retrying until the database takes them.

@@ -60,7 +60,8 @@ impl Store {
                 return Ok(Some(ControlOutcome::Conflict(refused.to_string())));
             }
             if let Some(moved) = self.apply(run_id, run.status, run.stop_reason, action).await? {
-                if moved > 0 && matches!(action, Control::Retry | Control::Resume) {
+                // A resumed run's jobs are claimable again; a retry queued some (or none).
+                if action == Control::Resume || (action == Control::Retry && moved > 0) {
                     self.notify_jobs().await;
                 }
                 self.finish_idle_runs().await?;

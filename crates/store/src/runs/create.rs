@@ -95,7 +95,9 @@ impl Store {
                 && let Some(existing) = tx.claim_key(new.workspace, key, &id).await?
             {
                 drop(tx);
-                let run = self.get_run(new.workspace, &existing).await?.ok_or(StoreError::OfferNotFound)?;
+                let run = self.get_run(new.workspace, &existing).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("the run {existing} of an Idempotency-Key no longer exists"))
+                })?;
                 return Ok(Created { run, replayed: true });
             }
             let offer: Option<OfferRow> = sqlx::query_as(
