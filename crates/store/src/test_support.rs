@@ -94,3 +94,29 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// The `i`-th lead of the queue tests: a CEO on even `i`, an analyst on odd, all of one B2B SaaS company.
+pub fn sample_lead(i: usize) -> leadscore_core::Lead {
+    leadscore_core::Lead {
+        external_id: None,
+        name: format!("Lead {i}"),
+        role: if i.is_multiple_of(2) { "CEO".into() } else { "Analyst".into() },
+        company: "Acme".into(),
+        industry: "B2B SaaS".into(),
+        location: "Berlin".into(),
+        linkedin_bio: "bio".into(),
+        attributes: vec![],
+    }
+}
+
+/// An offer for "B2B SaaS" and an upload of `n` [`sample_lead`]s in the default workspace: (offer id, upload id).
+pub async fn seed(store: &Store, n: usize) -> (String, String) {
+    let ws = crate::DEFAULT_WORKSPACE;
+    let offer =
+        leadscore_core::Offer { name: "x".into(), value_props: vec![], ideal_use_cases: vec!["B2B SaaS".into()] };
+    let offer = store.create_offer(ws, &offer).await.expect("offer");
+    let mut w = store.begin_upload(ws, None).await.expect("upload");
+    let leads: Vec<(u64, leadscore_core::Lead)> = (0..n).map(|i| (i as u64 + 2, sample_lead(i))).collect();
+    w.write_batch(&leads, &[]).await.expect("batch");
+    (offer.id, w.commit(&[]).await.expect("commit").id)
+}

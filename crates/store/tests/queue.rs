@@ -36,28 +36,7 @@ both_backends!(
 
 const WS: &str = DEFAULT_WORKSPACE;
 
-fn lead(i: usize) -> Lead {
-    Lead {
-        external_id: None,
-        name: format!("Lead {i}"),
-        role: if i.is_multiple_of(2) { "CEO".into() } else { "Analyst".into() },
-        company: "Acme".into(),
-        industry: "B2B SaaS".into(),
-        location: "Berlin".into(),
-        linkedin_bio: "bio".into(),
-        attributes: vec![],
-    }
-}
-
-/// An offer and an upload of `n` leads.
-async fn seed(store: &Store, n: usize) -> (String, String) {
-    let offer = Offer { name: "x".into(), value_props: vec![], ideal_use_cases: vec!["B2B SaaS".into()] };
-    let offer = store.create_offer(WS, &offer).await.expect("offer");
-    let mut w = store.begin_upload(WS, None).await.expect("upload");
-    let leads: Vec<(u64, Lead)> = (0..n).map(|i| (i as u64 + 2, lead(i))).collect();
-    w.write_batch(&leads, &[]).await.expect("batch");
-    (offer.id, w.commit(&[]).await.expect("commit").id)
-}
+use leadscore_store::test_support::{sample_lead as lead, seed};
 
 /// A run of `selection` against `offer`, without cap or key.
 async fn create(s: &Store, offer: &str, selection: Selection) -> RunRecord {

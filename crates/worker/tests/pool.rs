@@ -4,7 +4,6 @@
 use leadscore_core::RunStatus;
 use std::time::{Duration, Instant};
 
-use leadscore_core::{Lead, Offer};
 use leadscore_store::test_support::TestDb;
 use leadscore_store::{
     Backend, DEFAULT_WORKSPACE, NewRun, Page, ResultFilter, ResultScope, Selection, Store,
@@ -29,27 +28,7 @@ both_backends!(
 
 const WS: &str = DEFAULT_WORKSPACE;
 
-fn lead(i: usize) -> Lead {
-    Lead {
-        external_id: None,
-        name: format!("Lead {i}"),
-        role: if i.is_multiple_of(2) { "CEO".into() } else { "Analyst".into() },
-        company: "Acme".into(),
-        industry: "B2B SaaS".into(),
-        location: "Berlin".into(),
-        linkedin_bio: "bio".into(),
-        attributes: vec![],
-    }
-}
-
-async fn seed(store: &Store, n: usize) -> (String, String) {
-    let offer = Offer { name: "x".into(), value_props: vec![], ideal_use_cases: vec!["B2B SaaS".into()] };
-    let offer = store.create_offer(WS, &offer).await.expect("offer");
-    let mut w = store.begin_upload(WS, None).await.expect("upload");
-    let leads: Vec<(u64, Lead)> = (0..n).map(|i| (i as u64 + 2, lead(i))).collect();
-    w.write_batch(&leads, &[]).await.expect("batch");
-    (offer.id, w.commit(&[]).await.expect("commit").id)
-}
+use leadscore_store::test_support::seed;
 
 fn start_pool(store: &Store, concurrency: usize) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = watch::channel(false);
