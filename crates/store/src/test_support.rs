@@ -112,8 +112,11 @@ pub fn sample_lead(i: usize) -> leadscore_core::Lead {
 /// An offer for "B2B SaaS" and an upload of `n` [`sample_lead`]s in the default workspace: (offer id, upload id).
 pub async fn seed(store: &Store, n: usize) -> (String, String) {
     let ws = crate::DEFAULT_WORKSPACE;
-    let offer =
-        leadscore_core::Offer { name: "x".into(), value_props: vec![], ideal_use_cases: vec!["B2B SaaS".into()] };
+    let offer = leadscore_core::Offer {
+        name: "x".into(),
+        value_props: vec![],
+        ideal_use_cases: vec!["B2B SaaS".into()],
+    };
     let offer = store.create_offer(ws, &offer).await.expect("offer");
     let mut w = store.begin_upload(ws, None).await.expect("upload");
     let leads: Vec<(u64, leadscore_core::Lead)> = (0..n).map(|i| (i as u64 + 2, sample_lead(i))).collect();

@@ -122,7 +122,9 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
     // After an empty claim the next one goes out at once when woken: new work should start without delay.
     let mut idle = true;
     while !*shutdown.borrow() {
-        let Some(mut reserved) = reserve_leases(&leases, &config, idle, &mut shutdown).await else { continue };
+        let Some(mut reserved) = reserve_leases(&leases, &config, idle, &mut shutdown).await else {
+            continue;
+        };
         let jobs = match store.claim_work(&config.id, reserved.num_permits(), config.lease).await {
             Ok(jobs) => {
                 backoff = config.poll;
