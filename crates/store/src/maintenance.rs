@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use leadscore_core::JobStatus;
-
-use crate::states::{CLAIMABLE_RUNS, FINISHED_RUNS};
+use crate::states::{CLAIMABLE_RUNS, FINISHED_RUNS, PRUNABLE_JOBS};
 use crate::{Pool, Result, Store, now, on_pool};
 
 /// A bulk write of at least this many rows refreshes the planner's statistics of its table right away.
@@ -105,7 +103,7 @@ impl Store {
     /// stay: they hold the last error and `retry` re-queues them. Returns the jobs deleted.
     pub async fn prune_finished_jobs(&self, retention: Duration) -> Result<u64> {
         let cutoff = now() - retention;
-        let prunable = format!("'{}', '{}'", JobStatus::Succeeded, JobStatus::Cancelled);
+        let prunable = PRUNABLE_JOBS.as_str();
         let run: Option<String> = on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "select id from runs r where status in ({}) and finished_at < $1 \
                and exists (select 1 from jobs j where j.run_id = r.id and j.status in ({prunable})) \

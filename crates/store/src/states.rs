@@ -90,6 +90,10 @@ pub(crate) static OPEN_JOBS: LazyLock<String> = LazyLock::new(|| list(&JobStatus
 pub(crate) static CLAIMABLE_JOBS: LazyLock<String> =
     LazyLock::new(|| list(JobStatus::sources(JobEvent::Claim), JobStatus::as_str));
 
+/// `'succeeded', 'cancelled'`: the jobs of a finished run that pruning deletes (failed ones stay for `retry`).
+pub(crate) static PRUNABLE_JOBS: LazyLock<String> =
+    LazyLock::new(|| list(&[JobStatus::Succeeded, JobStatus::Cancelled], JobStatus::as_str));
+
 /// A run status read from the database.
 pub(crate) fn run_status(s: &str) -> Result<RunStatus> {
     RunStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("run status {s:?}")))

@@ -25,6 +25,7 @@ both_backends!(
     failures_retry_then_fail,
     selections,
     pause_resume_cancel,
+    a_cancelled_run_ends_when_its_jobs_come_back,
     tallies_follow_every_transition,
     every_control_follows_the_table,
     resume_lifts_only_a_cost_cap,
@@ -210,6 +211,46 @@ async fn pause_resume_cancel(backend: Backend) {
     assert_eq!((counts.cancelled, counts.failed, counts.total), (7, 3, 10));
     assert!(matches!(control(Control::Retry).await, ControlOutcome::Conflict(_)));
     assert_eq!(s.control_run(WS, "nope", Control::Cancel).await.expect("control"), None);
+}
+
+/// A job running when its run was cancelled that comes back to wait (a retryable failure, a deferral, a release
+/// at shutdown) is never claimed again, since the run is not claimable: the maintenance sweep cancels it, and the
+/// run ends `cancelled` instead of staying `cancelling` for ever.
+async fn a_cancelled_run_ends_when_its_jobs_come_back(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let (offer, upload) = seed(s, 4).await;
+    let run =
+        s.create_run(&NewRun::new(WS, &offer, &Selection::Upload(upload))).await.map(|c| c.run).expect("run");
+    let running = s.claim_jobs("w", 2, Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(running.len(), 2);
+    s.control_run(WS, &run.id, Control::Cancel).await.expect("cancel").expect("run exists");
+    let back: Vec<Completion> = vec![
+        Completion::Failed {
+            job: running[0].clone(),
+            error: "timeout".into(),
+            retry_in: Some(Duration::from_secs(60)),
+            spent: RunUsage::default(),
+        },
+        Completion::Deferred {
+            job: running[1].clone(),
+            reason: "released".into(),
+            retry_in: Duration::ZERO,
+            spent: RunUsage::default(),
+        },
+    ];
+    assert_eq!(s.complete_jobs("w", &back).await.expect("complete"), 2);
+    let counts = s.job_counts(&run.id).await.expect("counts");
+    assert_eq!((counts.retrying, counts.cancelled), (2, 2), "{counts:?}");
+    assert_eq!(s.get_run(WS, &run.id).await.expect("run").expect("exists").status, RunStatus::Cancelling);
+    assert!(s.claim_jobs("w", 10, Duration::from_secs(30)).await.expect("claim").is_empty(), "not claimable");
+    assert_eq!(s.finish_idle_runs().await.expect("sweep"), 1, "the sweep finishes the run");
+    let ended = s.get_run(WS, &run.id).await.expect("run").expect("exists");
+    assert_eq!(ended.status, RunStatus::Cancelled);
+    assert!(ended.finished_at.is_some());
+    let counts = s.job_counts_by_scan(&run.id).await.expect("counts");
+    assert_eq!((counts.cancelled, counts.total), (4, 4), "{counts:?}");
+    assert_eq!(s.job_counts(&run.id).await.expect("tallies"), counts, "the tallies follow the sweep");
 }
 
 /// A result as the AI layer would write it: `hybrid`, or `rules_only` after invalid replies. Both were billed.

@@ -15,8 +15,8 @@ const MAX_WRITES: usize = 2;
 
 /// Writes completions in batches: everything that arrived while the previous batch was written. A second write
 /// goes out alongside the first only for a backlog (a full batch waiting): measured, parallel writers of part
-/// batches made the database spend more per job (BENCHMARKS.md, issue 4), but once claims ran a batch ahead
-/// (issue 12) the one writer was the bottleneck, its statement holding one database core while the other idled.
+/// batches made the database spend more per job (BENCHMARKS.md, issue 4), but once claims grew past the pool
+/// (issue 12) a backlog could build up behind the one writer, whose statement holds one database core.
 pub(crate) async fn write_completions(
     store: Store,
     config: WorkerConfig,
@@ -28,7 +28,7 @@ pub(crate) async fn write_completions(
     let mut writes = tokio::task::JoinSet::new();
     while rx.recv_many(&mut received, WRITE_BATCH).await > 0 {
         while !writes.is_empty() && (writes.len() >= MAX_WRITES || received.len() < WRITE_BATCH) {
-            writes.join_next().await;
+            log_panic(writes.join_next().await);
             while received.len() < WRITE_BATCH {
                 let Ok(done) = rx.try_recv() else { break };
                 received.push(done);
@@ -47,7 +47,16 @@ pub(crate) async fn write_completions(
         let (store, config, contexts, held) = (store.clone(), config.clone(), contexts.clone(), held.clone());
         writes.spawn(async move { write_batch(&store, &config, batch, entries, &contexts, &held).await });
     }
-    while writes.join_next().await.is_some() {}
+    while let Some(write) = writes.join_next().await {
+        log_panic(Some(write));
+    }
+}
+
+/// A write that panicked lost its batch: its jobs stay leased until this process stops, then are rescued.
+fn log_panic(write: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = write {
+        tracing::error!(error = %e, "a completion write panicked; its jobs return to the queue when this process stops");
+    }
 }
 
 /// Stores one batch's fresh verdicts, then writes its completions, retrying until the database takes them.

@@ -270,12 +270,22 @@ impl Store {
     /// Marks runs whose jobs are all finished as completed, and cancelling runs whose last job finished as
     /// cancelled. Completion batches settle their own runs; this sweep over every active run is for the
     /// maintenance leader and for control actions.
+    ///
+    /// First it cancels the waiting jobs of cancelling runs: a job that was running when its run was cancelled
+    /// and came back to wait (a retryable failure, a deferral, a rescued lease, a release at shutdown) would
+    /// never be claimed again, since a cancelling run is not claimable, and the run would never finish.
     pub async fn finish_idle_runs(&self) -> Result<u64> {
+        let stray = format!(
+            "update jobs set status = {} where {} and run_id in (select id from runs where status = {})",
+            crate::states::lit_job(JobEvent::Cancel.target()),
+            crate::states::job_guard("status", JobEvent::Cancel),
+            crate::states::lit_run(leadscore_core::RunStatus::Cancelling)
+        );
         let sql = format!("update runs {} where {} returning id", finish_set(), finishable());
-        let finished: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(crate::now())
-            .fetch_all(pool)
-            .await?);
+        let finished: Vec<String> = on_pool!(self, pool => {
+            sqlx::query(sqlx::AssertSqlSafe(stray)).execute(pool).await?;
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(crate::now()).fetch_all(pool).await?
+        });
         let ids: Vec<&str> = finished.iter().map(String::as_str).collect();
         self.announce_progress(&ids).await;
         Ok(finished.len() as u64)

@@ -74,7 +74,7 @@ impl Store {
     }
 
     /// Writes `action` on a run read in status `from`, in one transaction. `None`: the run is no longer in
-    /// `from` (nothing was written). Otherwise the jobs moved.
+    /// `from` for the same reason (nothing was written). Otherwise the jobs moved.
     async fn apply(
         &self,
         run_id: &str,
@@ -85,7 +85,7 @@ impl Store {
         let now = now_millis();
         let event = action.event();
         let run_update = format!(
-            "update runs set {}{} where id = $1 and status = $2",
+            "update runs set {}{} where id = $1 and status = $2 and stop_reason is not distinct from $3",
             run_set(event, "null"),
             extra_set(action, stopped_by)
         );
@@ -115,7 +115,8 @@ impl Store {
             // A retry that found nothing to re-queue leaves the run as it is.
             if action != Control::Retry || jobs > 0 {
                 let moved = sqlx::query(sqlx::AssertSqlSafe(run_update.as_str()))
-                    .bind(run_id).bind(from.as_str()).execute(&mut *tx).await?.rows_affected();
+                    .bind(run_id).bind(from.as_str()).bind(stopped_by.map(StopReason::as_str))
+                    .execute(&mut *tx).await?.rows_affected();
                 if moved == 0 {
                     return Ok(None); // the transaction rolls back
                 }
