@@ -13,7 +13,7 @@ use leadscore_core::{JobEvent, JobStatus, RunEvent};
 use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, PgPool};
 
-use super::result_row::{self, ResultRow, VALUES, Value};
+use super::result_row::{self, Kind, ResultRow, VALUES, Value};
 use super::{ClaimedJob, ClaimedWork, Completion, FAIR_RUNS, finish_set, finishable};
 use crate::states::{CLAIMABLE_JOBS, CLAIMABLE_RUNS, job_guard, lit_job, run_guard, run_target};
 use crate::{Result, RunUsage, StoreError};
@@ -191,7 +191,7 @@ fn result_arrays(a: &mut Args, results: &[ResultRow<'_>]) -> Result<(String, Str
         a.push(results.iter().map(|r| r.job.lead_id.clone()).collect::<Vec<_>>(), "text[]")?,
     ];
     for ((_, kind), column) in VALUES.iter().zip(columns) {
-        arrays.push(push_column(a, column, kind.pg_array())?);
+        arrays.push(push_column(a, column, *kind)?);
     }
     let names: Vec<&str> = VALUES.iter().map(|(name, _)| *name).collect();
     let select: Vec<String> =
@@ -203,7 +203,7 @@ fn result_arrays(a: &mut Args, results: &[ResultRow<'_>]) -> Result<(String, Str
 }
 
 /// Binds one column of values as a typed array.
-fn push_column(a: &mut Args, column: Vec<Value>, cast: &str) -> Result<String> {
+fn push_column(a: &mut Args, column: Vec<Value>, kind: Kind) -> Result<String> {
     let (mut texts, mut ints, mut floats) = (Vec::new(), Vec::new(), Vec::new());
     for value in column {
         match value {
@@ -212,10 +212,10 @@ fn push_column(a: &mut Args, column: Vec<Value>, cast: &str) -> Result<String> {
             Value::Float(v) => floats.push(v),
         }
     }
-    match cast {
-        "bigint[]" => a.push(ints, cast),
-        "float8[]" => a.push(floats, cast),
-        _ => a.push(texts, cast),
+    match kind {
+        Kind::Int => a.push(ints, kind.pg_array()),
+        Kind::Float => a.push(floats, kind.pg_array()),
+        Kind::Text | Kind::Json => a.push(texts, kind.pg_array()),
     }
 }
 
