@@ -63,13 +63,19 @@ fn backticked(message: &str) -> Option<&str> {
     Some(rest.split_once('`')?.0)
 }
 
+/// Longest cursor accepted, in characters (what the OpenAPI document's `maxLength` counts): every cursor this API
+/// hands out (an id, a line number, `lead~offer`) is far shorter.
+pub const MAX_CURSOR_CHARS: usize = 256;
+
 /// Cursor pagination parameters.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page, 1 to 1000 (default 50).
+    #[param(value_type = Option<i32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     cursor: Option<String>,
 }
 
@@ -84,14 +90,22 @@ impl PageParams {
             Some(raw) => match raw.parse::<u32>() {
                 Ok(n) if (1..=Page::MAX_LIMIT).contains(&n) => n,
                 _ => {
-                    return Err(ApiError::invalid_param(
+                    return Err(ApiError::bad_param(
                         "limit",
                         format!("must be a whole number from 1 to {}", Page::MAX_LIMIT),
                     ));
                 }
             },
         };
-        Ok(Page { limit, after: self.cursor.clone().filter(|c| !c.is_empty()) })
+        let after = self.cursor.clone().filter(|c| !c.is_empty());
+        if after
+            .as_deref()
+            .is_some_and(|c| c.chars().count() > MAX_CURSOR_CHARS || c.contains(char::is_control))
+        {
+            // Never a cursor this API made; a NUL would even be refused by PostgreSQL as a 500.
+            return Err(ApiError::bad_param("cursor", "not a cursor of this list"));
+        }
+        Ok(Page { limit, after })
     }
 }
 
@@ -104,11 +118,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| ApiQuery(q.0))
-            .map_err(|e| ApiError::invalid_param("(query)", e.body_text()))
+            .map_err(|e| ApiError::bad_param(&query_param(&e.body_text()), e.body_text()))
     }
 }
 
-/// The workspace a request acts in: the one of its API key, or `default` while no key exists.
+/// The parameter a query-string error names (serde's "... field `name` ..."), or `(query)`.
+fn query_param(message: &str) -> String {
+    backticked(message).unwrap_or("(query)").to_owned()
+}
+
+/// The workspace a request acts in: the one of its API key, or `default` without a key on a keyless server
+/// (see [`crate::guard`]). A revoked key is refused like an unknown one.
 #[derive(Debug, Clone)]
 pub struct Workspace(pub String);
 
@@ -116,6 +136,10 @@ impl FromRequestParts<AppState> for Workspace {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Already resolved by the limits layer (`crate::limits::admit`): one key lookup per request.
+        if let Some(ws) = parts.extensions.get::<Workspace>() {
+            return Ok(ws.clone());
+        }
         let header = parts.headers.get(AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
         match header {
             Some(value) => {
@@ -126,9 +150,10 @@ impl FromRequestParts<AppState> for Workspace {
                     .filter(|k| !k.is_empty())
                     .ok_or_else(|| ApiError::Unauthorized("use `Authorization: Bearer <API key>`".into()))?;
                 let ws = state.store.workspace_for_key(key).await?;
-                ws.map(Workspace).ok_or_else(|| ApiError::Unauthorized("the API key is not known".into()))
+                ws.map(Workspace)
+                    .ok_or_else(|| ApiError::Unauthorized("the API key is not known or was revoked".into()))
             }
-            None if state.store.auth_enabled().await? => {
+            None if !state.access.allows_no_key(&state.store).await? => {
                 Err(ApiError::Unauthorized("this server requires `Authorization: Bearer <API key>`".into()))
             }
             None => Ok(Workspace(DEFAULT_WORKSPACE.to_owned())),

@@ -2,9 +2,13 @@
 //! problem+json errors. Used by `leadscore-api` (cluster) and `leadscore serve` (embedded).
 
 pub mod compat;
+pub mod doc;
 pub mod extract;
+pub mod guard;
+pub mod limits;
 pub mod problem;
 pub mod routes;
+pub mod server;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +23,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use crate::limits::{KeyLimiter, KeyLimits};
 use crate::problem::ApiError;
+pub use crate::server::ServerLimits;
 /// The type of [`AppState::upload_limits`], re-exported for whoever builds an `AppState`; it belongs to the
 /// store's CSV ingest.
 pub use leadscore_store::UploadLimits;
@@ -31,6 +37,12 @@ pub struct AppState {
     pub upload_limits: UploadLimits,
     /// The AI layer's settings (cost estimates) and its gate (`resume` closes the breaker); `None`: AI off.
     pub ai: Option<AiSettings>,
+    /// Per-key request rate, uploads in progress and unfinished runs (`KeyLimiter::default()`: production).
+    pub key_limits: KeyLimiter,
+    /// Keys or keyless (decided at start) and the hosts browsers may use: see [`guard`].
+    pub access: guard::Access,
+    /// Settings of the seed-compatible routes (links, waiting), read at start.
+    pub compat: compat::CompatConfig,
 }
 
 /// What the API needs of the AI layer; the workers hold the client.
@@ -59,25 +71,8 @@ pub struct AiSettings {
         (name = "operations", description = "Health and readiness"),
         (name = "compat", description = "Routes of the original service, kept for existing clients"),
     ),
-    modifiers(&BearerAuth)
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(
-                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("API key").build(),
-            ),
-        );
-        openapi.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
-    }
-}
 
 /// The API routes and their OpenAPI document, built together so neither can miss a route.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -86,8 +81,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(leads::upload_leads))
         .routes(routes!(compat::upload_leads))
         // Uploads stream and enforce their own byte limit.
-        .layer(DefaultBodyLimit::disable());
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(limits::upload_slot));
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(offers::create_offer, offers::list_offers))
         .routes(routes!(offers::get_offer, offers::update_offer, offers::delete_offer))
         .routes(routes!(leads::list_leads))
@@ -105,7 +101,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(compat::export_csv))
         .merge(runs::router())
         .merge(uploads_routes)
-        .split_for_parts()
+        .split_for_parts();
+    // The key scheme and the common error responses need every route in the document.
+    doc::finish(&mut doc);
+    (router, doc)
 }
 
 /// The whole application: API routes, `/openapi.json`, Swagger UI at `/docs`, and a problem+json 404.
@@ -113,6 +112,9 @@ pub fn app(state: AppState) -> Router {
     let (api, doc) = api();
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::admit))
+        // Outside the per-key limits: a refused browser request costs no key lookup.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -131,10 +133,22 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api().1
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Serves `app` on `listener` with the default [`ServerLimits`] until `shutdown` resolves, then finishes
+/// in-flight requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with_limits(listener, state, ServerLimits::default(), shutdown).await
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish for at most
+/// `limits.drain_timeout` (see [`server`] for every bound on a client).
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
@@ -149,7 +163,7 @@ pub async fn serve(
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     });
-    let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    let served = server::serve(listener, app(state), limits, shutdown).await;
     notifications.abort();
     served
 }

@@ -26,10 +26,19 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// What exactly is wrong, one entry per field or row.
+    /// What exactly is wrong, one entry per field or row: the first [`MAX_PROBLEM_ERRORS`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ProblemItem>,
+    /// How many things are wrong in all (`errors` may list fewer); present with `errors`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
 }
+
+/// Most entries a problem's `errors` lists: the answer to a hostile body stays small.
+pub const MAX_PROBLEM_ERRORS: usize = 100;
+
+/// Most field errors spelled out in a problem's `detail` (all of them are counted).
+const MAX_DETAIL_ERRORS: usize = 5;
 
 /// One thing wrong with the input.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -61,6 +70,9 @@ pub enum ApiError {
     NoRoute(String),
     #[error("{detail}")]
     Invalid { detail: String, errors: Vec<ProblemItem> },
+    /// A query parameter (cursor, limit, filter) that cannot be read: 400, naming it.
+    #[error("{detail}")]
+    BadParam { detail: String, errors: Vec<ProblemItem> },
     #[error("{0}")]
     Malformed(String),
     #[error("{0}")]
@@ -73,6 +85,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A per-key limit (`crate::limits`): answered 429 with `Retry-After: retry_after` (seconds).
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -83,9 +98,23 @@ impl ApiError {
     }
 
     pub fn invalid_fields(errors: &[FieldError]) -> Self {
+        let mut detail =
+            errors.iter().take(MAX_DETAIL_ERRORS).map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        if errors.len() > MAX_DETAIL_ERRORS {
+            detail.push_str(&format!("; and {} more", errors.len() - MAX_DETAIL_ERRORS));
+        }
         ApiError::Invalid {
-            detail: errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            detail,
             errors: errors.iter().map(|e| ProblemItem::field(&e.field, &e.message)).collect(),
+        }
+    }
+
+    /// A query parameter that cannot be read (400).
+    pub fn bad_param(param: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::BadParam {
+            detail: format!("{param}: {message}"),
+            errors: vec![ProblemItem::field(param, message)],
         }
     }
 
@@ -97,16 +126,25 @@ impl ApiError {
         }
     }
 
+    /// The `Retry-After` (seconds) the answer carries.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::Malformed(_) | ApiError::BadParam { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,11 +155,13 @@ impl ApiError {
             ApiError::NoRoute(_) => ("no-route", "No such route"),
             ApiError::Invalid { .. } => ("validation", "The request is invalid"),
             ApiError::Malformed(_) => ("malformed", "The request is malformed"),
+            ApiError::BadParam { .. } => ("bad-parameter", "A query parameter is invalid"),
             ApiError::TooLarge(_) => ("too-large", "The request is too large"),
             ApiError::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported content type"),
             ApiError::Unauthorized(_) => ("unauthorized", "Missing or unknown API key"),
             ApiError::Conflict(_) => ("conflict", "Not possible in the current state"),
             ApiError::Unavailable(_) => ("unavailable", "Temporarily unavailable"),
+            ApiError::TooManyRequests { .. } => ("too-many-requests", "Too many requests with this API key"),
             ApiError::Internal(_) => ("internal", "Internal error"),
         }
     }
@@ -133,9 +173,11 @@ impl ApiError {
             ApiError::Internal(_) => "an internal error occurred; it has been logged".to_owned(),
             other => other.to_string(),
         };
-        let errors = match self {
-            ApiError::Invalid { errors, .. } => errors.clone(),
-            _ => Vec::new(),
+        let (errors, total) = match self {
+            ApiError::Invalid { errors, .. } | ApiError::BadParam { errors, .. } if !errors.is_empty() => {
+                (errors.iter().take(MAX_PROBLEM_ERRORS).cloned().collect(), Some(errors.len()))
+            }
+            _ => (Vec::new(), None),
         };
         Problem {
             kind: format!("https://leadscore.dev/problems/{kind}"),
@@ -143,6 +185,7 @@ impl ApiError {
             status: self.status().as_u16(),
             detail,
             errors,
+            total,
         }
     }
 }
@@ -152,12 +195,25 @@ impl From<leadscore_store::StoreError> for ApiError {
         use leadscore_store::StoreError;
         match e {
             StoreError::Db(sqlx_err) if is_unavailable(&sqlx_err) => {
-                ApiError::Unavailable(format!("the database is unavailable: {sqlx_err}"))
+                // A connection error may quote the database URL: its password is redacted.
+                ApiError::Unavailable(leadscore_core::redact::redact(&format!(
+                    "the database is unavailable: {sqlx_err}"
+                )))
             }
+            StoreError::Db(sqlx_err) if is_bad_value(&sqlx_err) => ApiError::Malformed(format!(
+                "the request holds a value that cannot be stored or looked up: {sqlx_err}"
+            )),
             StoreError::IdempotencyMismatch => {
                 ApiError::invalid_param("Idempotency-Key", "was already used with a different request body")
             }
-            StoreError::BadCursor => ApiError::invalid_param("cursor", "not a cursor of this list"),
+            StoreError::BadCursor => ApiError::bad_param("cursor", "not a cursor of this list"),
+            StoreError::TooManyActiveRuns { active, cap } => ApiError::TooManyRequests {
+                detail: format!(
+                    "the workspace has {active} unfinished runs and at most {cap} are allowed: wait for one to \
+                     finish, or cancel one"
+                ),
+                retry_after: crate::limits::BUSY_RETRY_AFTER_SECS,
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -176,7 +232,7 @@ impl From<IngestError> for ApiError {
             }
             IngestError::Header(h) => header_problem(&h),
             IngestError::Store(e) => ApiError::from(e),
-            IngestError::ReaderPanicked(_) => ApiError::Internal(e.to_string()),
+            IngestError::Spool(_) | IngestError::ReaderPanicked(_) => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -198,6 +254,12 @@ fn header_problem(e: &HeaderError) -> ApiError {
     ApiError::Invalid { detail: e.to_string(), errors }
 }
 
+/// A PostgreSQL "data exception" (SQLSTATE class 22, e.g. a NUL character in a text value): the client's input,
+/// not a fault of the server.
+fn is_bad_value(e: &leadscore_store::sqlx::Error) -> bool {
+    e.as_database_error().and_then(|d| d.code()).is_some_and(|code| code.starts_with("22"))
+}
+
 fn is_unavailable(e: &leadscore_store::sqlx::Error) -> bool {
     use leadscore_store::sqlx::Error;
     matches!(e, Error::Io(_) | Error::PoolTimedOut | Error::PoolClosed | Error::Tls(_))
@@ -211,7 +273,13 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut response = (status, axum::Json(self.problem())).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if matches!(self, ApiError::TooLarge(_) | ApiError::UnsupportedMediaType(_)) {
+        if let Some(secs) = self.retry_after() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(
+            self,
+            ApiError::TooLarge(_) | ApiError::UnsupportedMediaType(_) | ApiError::TooManyRequests { .. }
+        ) {
             // The body may be unread: tell the client not to reuse this connection.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

@@ -20,9 +20,14 @@ use leadscore_worker::{Ai, WorkerConfig};
 #[derive(Debug, clap::Args)]
 pub struct LlmArgs {
     /// Postgres server to create a throwaway database on.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        hide_env_values = true
+    )]
     pub database_url: String,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
     /// The `leadscore-worker` binary (for the rate-limit part).
     #[arg(long, default_value = "target/release/leadscore-worker")]

@@ -1,10 +1,13 @@
 //! `leadscore-bench`: generates realistic lead files and measures leadscore against baselines run on the same
 //! machine in the same run (results go to BENCHMARKS.md). Never a timed test: run by hand or in a bench job.
 
+mod connections;
 mod generate;
+mod injection;
 mod llm;
 mod pipeline;
 mod queue;
+mod reads;
 mod upload;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +23,8 @@ struct Cli {
 enum Command {
     /// Write a leads CSV of realistic shape (deterministic for a seed).
     Gen(generate::GenArgs),
+    /// The injection screen: false positives on ordinary bios, detection per class, throughput vs the phrase list.
+    Injection(injection::InjectionArgs),
     /// Upload a CSV through the API (a `leadscore serve` child) and compare with `psql \copy` / `sqlite3 .import`.
     Upload(upload::UploadArgs),
     /// The AI layer against the fake LLM server: throughput at 200 ms, cache hits, shared rate limit, tokens.
@@ -29,11 +34,18 @@ enum Command {
     /// The rules-only pipeline (PostgreSQL workers, SQLite serve) against the database-only pgbench cycle and the
     /// no-op loop, in alternating rounds; then the `Prefer: wait` latency.
     Pipeline(pipeline::PipelineArgs),
+    /// Hostile connections: idle and slow-header clients against a `leadscore serve` under a descriptor limit;
+    /// `/healthz` and `GET /v1/runs` latency with and without them.
+    Connections(connections::ConnectionsArgs),
+    /// Reading current results: `/v1/results.csv`, `/v1/results` pages and `/api/leads/export_csv/` over leads
+    /// scored several times, against one page of the query shape before issue 13.
+    Reads(reads::ReadsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Gen(args) => generate::run(&args),
+        Command::Injection(args) => injection::run(&args),
         Command::Upload(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(upload::run(&args))
         }
@@ -45,6 +57,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Pipeline(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(pipeline::run(&args))
+        }
+        Command::Connections(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(connections::run(&args)),
+        Command::Reads(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(reads::run(&args))
         }
     }
 }

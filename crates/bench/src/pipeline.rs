@@ -56,7 +56,12 @@ const CYCLE_QUEUES: [(&str, u64); 2] = [("update.sql", 600_000), ("noop.sql", 1_
 #[derive(Debug, clap::Args)]
 pub struct PipelineArgs {
     /// Postgres server to create the throwaway databases on.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// Where the release `leadscore` and `leadscore-worker` binaries are.
     #[arg(long, default_value = "target/release")]

@@ -21,7 +21,12 @@ use crate::llm::{median, seed, wait_completed};
 #[derive(Debug, clap::Args)]
 pub struct QueueArgs {
     /// Postgres server to create a throwaway database on.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// Where the release `leadscore-worker` and `leadscore-api` binaries are.
     #[arg(long, default_value = "target/release")]

@@ -1,5 +1,8 @@
 //! Upload throughput: a CSV through `POST /v1/leads/upload` of a `leadscore serve` child process, next to the
-//! database's own bulk loader (`psql \copy`, `sqlite3 .import`) on the same file, in the same run.
+//! database's own bulk loader (`psql \copy`, `sqlite3 .import`) on the same file, in the same run; with
+//! `--stalls N`, other writes while N clients stall mid-upload ([`stalls`]).
+
+mod stalls;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,8 +16,18 @@ use crate::llm::median;
 #[derive(Debug, clap::Args)]
 pub struct UploadArgs {
     /// The CSV to upload (make one with `leadscore-bench gen`).
+    #[arg(long, required_unless_present = "stalls")]
+    pub file: Option<PathBuf>,
+    /// Instead of timing an upload: this many clients send half an upload and stall while another workspace's
+    /// writes are timed, against the same writes without them.
     #[arg(long)]
-    pub file: PathBuf,
+    pub stalls: Option<usize>,
+    /// Only the API upload (for files the baseline's six-column table cannot load, such as wide rows).
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Seconds of each phase of `--stalls` (without, then with the stalled clients).
+    #[arg(long, default_value_t = 60)]
+    pub stall_secs: u64,
     /// `postgres` or `sqlite`.
     #[arg(long)]
     pub backend: String,
@@ -25,7 +38,12 @@ pub struct UploadArgs {
     #[arg(long, default_value = "target/release/leadscore")]
     pub server: PathBuf,
     /// Postgres server to create throwaway databases on.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        hide_env_values = true
+    )]
     pub database_url: String,
 }
 
@@ -37,7 +55,12 @@ struct Sample {
 }
 
 pub async fn run(args: &UploadArgs) -> Result<()> {
-    let file = std::fs::canonicalize(&args.file).with_context(|| format!("{}", args.file.display()))?;
+    leadscore_llm::install_crypto(); // before the first request (`wait_ready`)
+    if let Some(n) = args.stalls {
+        return stalls::run(args, n).await;
+    }
+    let file = args.file.as_deref().context("--file")?;
+    let file = std::fs::canonicalize(file).with_context(|| format!("{}", file.display()))?;
     let size_mb = std::fs::metadata(&file)?.len() as f64 / 1e6;
     let mut samples = Vec::new();
     for run in 0..args.runs {
@@ -88,6 +111,10 @@ async fn postgres_run(args: &UploadArgs, file: &Path, run: usize) -> Result<Samp
     psql(&args.database_url, &format!("create database {name}")).await?;
     let url = format!("{base}/{name}");
     let (api_secs, api_rows, peak_rss_mb) = api_upload(&args.server, &url, file).await?;
+    if args.no_baseline {
+        psql(&args.database_url, &format!("drop database {name} with (force)")).await?;
+        return Ok(Sample { api_secs, api_rows, peak_rss_mb, baseline_secs: f64::NAN });
+    }
     psql(
         &url,
         "create table bench_copy (id bigserial primary key, name text not null, role text not null, \
@@ -114,6 +141,10 @@ async fn sqlite_run(args: &UploadArgs, file: &Path, run: usize) -> Result<Sample
     std::fs::create_dir_all(&dir)?;
     let url = format!("sqlite://{}", dir.join("api.db").display());
     let (api_secs, api_rows, peak_rss_mb) = api_upload(&args.server, &url, file).await?;
+    if args.no_baseline {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(Sample { api_secs, api_rows, peak_rss_mb, baseline_secs: f64::NAN });
+    }
     let db = dir.join("baseline.db");
     let started = Instant::now();
     let status = Command::new("sqlite3")

@@ -1,5 +1,6 @@
 //! The `leadscore` command.
 
+mod keys;
 mod score;
 mod serve;
 
@@ -25,7 +26,7 @@ enum Command {
     Migrate(serve::DbArgs),
     /// Manage API keys.
     #[command(subcommand)]
-    Keys(serve::KeysCommand),
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +68,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run_serve(&args),
         Command::Score(args) => score::run(&args),
         Command::Migrate(db) => serve::run_migrate(&db),
-        Command::Keys(cmd) => serve::run_keys(&cmd),
+        Command::Keys(cmd) => keys::run(&cmd),
     }
 }

@@ -3,10 +3,12 @@
 //! everything is a function of its inputs, so it is tested without mocks.
 
 pub mod csv;
+pub mod injection;
 pub mod lead;
 pub mod offer;
 mod phrase;
 pub mod prompt;
+pub mod redact;
 pub mod reply;
 pub mod results_csv;
 pub mod rules;

@@ -1,22 +1,78 @@
 //! The offer: what we sell and to whom (the ICP).
 
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::text::truncate_chars;
 
+/// Longest offer name, in characters (after trimming).
 pub const MAX_NAME_CHARS: usize = 200;
+/// Most entries in each list of an offer (`value_props`, `ideal_use_cases`). A longer list is refused while it
+/// is read (see [`capped_list`]): its entries are never all held, nor checked one by one.
 pub const MAX_LIST_ITEMS: usize = 50;
+/// Longest list entry, in characters (after trimming).
 pub const MAX_ITEM_CHARS: usize = 500;
 
 /// An offer as a client sends it. Unknown fields are an error, so a typo such as `ideal_use_case` is caught
-/// instead of silently scoring against an empty ICP.
+/// instead of silently scoring against an empty ICP. The lists are capped while they are read.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfferInput {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "value_props_list")]
     pub value_props: Vec<String>,
+    #[serde(deserialize_with = "ideal_use_cases_list")]
     pub ideal_use_cases: Vec<String>,
+}
+
+/// Reads `value_props`, refusing more than [`MAX_LIST_ITEMS`] entries (for `#[serde(deserialize_with)]`).
+pub fn value_props_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    capped_list(d, "value_props", MAX_LIST_ITEMS)
+}
+
+/// Reads `ideal_use_cases`, refusing more than [`MAX_LIST_ITEMS`] entries (for `#[serde(deserialize_with)]`).
+pub fn ideal_use_cases_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    capped_list(d, "ideal_use_cases", MAX_LIST_ITEMS)
+}
+
+/// Reads a JSON array of at most `max` elements and stops at the first one more, so a hostile body of a
+/// million tiny entries costs `max` elements of memory, not a million. The error names `field` in backticks
+/// (the API reports it as the field at fault).
+pub fn capped_list<'de, D, T>(d: D, field: &'static str, max: usize) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Capped<T> {
+        field: &'static str,
+        max: usize,
+        item: PhantomData<T>,
+    }
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Capped<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a list of at most {} entries", self.max)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+            while let Some(item) = seq.next_element()? {
+                if items.len() == self.max {
+                    return Err(de::Error::custom(format_args!(
+                        "`{}` must have at most {} entries",
+                        self.field, self.max
+                    )));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    d.deserialize_seq(Capped { field, max, item: PhantomData })
 }
 
 /// A validated offer: a non-empty name and at least one ideal use case, every entry trimmed and non-empty.
@@ -80,9 +136,12 @@ impl Offer {
     }
 }
 
+/// The trimmed entries of a list. A list over [`MAX_LIST_ITEMS`] is one error, not one per entry: the errors of
+/// an offer stay few (at most `1 + 2 * MAX_LIST_ITEMS`) whatever was sent.
 fn clean_list(field: &str, items: Vec<String>, errors: &mut Vec<FieldError>) -> Vec<String> {
     if items.len() > MAX_LIST_ITEMS {
         errors.push(FieldError::new(field, format!("must have at most {MAX_LIST_ITEMS} entries")));
+        return Vec::new();
     }
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
@@ -138,5 +197,24 @@ mod tests {
         let err = Offer::from_json(&format!(r#"{{"name": "{long}", "ideal_use_cases": ["a"]}}"#))
             .expect_err("long");
         assert_eq!(err.0[0].field, "name");
+    }
+
+    #[test]
+    fn a_long_list_is_refused_while_read_and_once() {
+        let empties = vec!["\"\""; 200_000].join(",");
+        let err = Offer::from_json(&format!(r#"{{"name": "x", "ideal_use_cases": [{empties}]}}"#))
+            .expect_err("too many");
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].message.contains("`ideal_use_cases` must have at most 50 entries"), "{err}");
+        // Built by hand (no reading cap): still one error for the list, none per entry.
+        let input = OfferInput {
+            name: "x".into(),
+            value_props: vec![String::new(); 200_000],
+            ideal_use_cases: vec!["SaaS".into()],
+        };
+        let err = Offer::parse(input).expect_err("too many");
+        assert_eq!(err.0, [FieldError::new("value_props", "must have at most 50 entries")]);
+        let fifty = vec!["\"a\""; MAX_LIST_ITEMS].join(",");
+        Offer::from_json(&format!(r#"{{"name": "x", "ideal_use_cases": [{fifty}]}}"#)).expect("50 is fine");
     }
 }

@@ -1,5 +1,5 @@
 //! Whole-word phrase matching over normalised words: the one matcher behind the role table, the industry
-//! synonyms and the injection phrases. Never substrings, so "cto" cannot match inside "director".
+//! synonyms and the injection tables. Never substrings, so "cto" cannot match inside "director".
 
 use std::collections::HashMap;
 
@@ -36,6 +36,15 @@ impl<T> PhraseTable<T> {
             panic!("data file pattern {pattern:?} must start with a word");
         };
         self.by_first.entry(first.clone()).or_default().push((tokens, value));
+    }
+
+    /// Adds a pattern already split into tokens (words and punctuation, as [`crate::injection`] splits text),
+    /// matched token for token, without gaps.
+    pub(crate) fn insert_tokens(&mut self, tokens: Vec<String>, value: T) {
+        let Some(first) = tokens.first().cloned() else {
+            panic!("a data file pattern is empty after normalisation");
+        };
+        self.by_first.entry(first).or_default().push((tokens.into_iter().map(Token::Word).collect(), value));
     }
 
     /// The longest phrase that starts at `words[at]`: its length in words and its value.

@@ -63,33 +63,37 @@ pub fn parse_reply(text: &str) -> Result<AiVerdict, ReplyError> {
     Ok(AiVerdict { intent, reasoning })
 }
 
-/// Every top-level `{...}` span of `text` that parses as a JSON object, in order.
+/// The JSON objects of `text`, in order: each outermost brace-balanced span that parses as an object, or, when
+/// it does not (prose such as `{see below}` around an object), the spans directly inside it that do.
+///
+/// Linear in `text` on any input: one pass finds the spans, and each byte is parsed at most twice (as part of an
+/// outermost span and of one span inside it). Deeper spans are not tried: no model wraps its answer twice.
 fn json_objects(text: &str) -> Vec<Map<String, Value>> {
-    let bytes = text.as_bytes();
+    let parse = |(open, close): Span| match serde_json::from_str(&text[open..close]) {
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
+    };
     let mut found = Vec::new();
-    let mut start = 0;
-    while let Some(offset) = bytes[start..].iter().position(|&b| b == b'{') {
-        let open = start + offset;
-        match balanced_end(&bytes[open..]) {
-            Some(len) => {
-                if let Ok(Value::Object(map)) = serde_json::from_str(&text[open..open + len]) {
-                    found.push(map);
-                    start = open + len;
-                } else {
-                    start = open + 1;
-                }
-            }
-            None => start = open + 1,
+    for (outer, inner) in balanced_spans(text.as_bytes()) {
+        match parse(outer) {
+            Some(map) => found.push(map),
+            None => found.extend(inner.into_iter().filter_map(parse)),
         }
     }
     found
 }
 
-/// Length of the brace-balanced span that starts at `s[0] == b'{'`, minding JSON strings and escapes.
-fn balanced_end(s: &[u8]) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
+/// A byte range `(open, end)` of the reply.
+type Span = (usize, usize);
+
+/// The outermost brace-balanced spans `(open, end)` of `s`, each with the balanced spans directly inside it,
+/// found in one pass. Inside a span, JSON strings and their escapes are minded (a `}` in a string closes
+/// nothing); outside, quotes are prose. A `{` never closed ends the search: no balanced span follows it.
+fn balanced_spans(s: &[u8]) -> Vec<(Span, Vec<Span>)> {
+    let mut spans = Vec::new();
+    let (mut depth, mut outer_open, mut inner_open) = (0usize, 0usize, 0usize);
+    let mut inner = Vec::new();
+    let (mut in_string, mut escaped) = (false, false);
     for (i, &b) in s.iter().enumerate() {
         if in_string {
             match (escaped, b) {
@@ -101,18 +105,27 @@ fn balanced_end(s: &[u8]) -> Option<usize> {
             continue;
         }
         match b {
-            b'"' => in_string = true,
-            b'{' => depth += 1,
-            b'}' => {
+            b'"' if depth > 0 => in_string = true,
+            b'{' => {
+                match depth {
+                    0 => outer_open = i,
+                    1 => inner_open = i,
+                    _ => {}
+                }
+                depth += 1;
+            }
+            b'}' if depth > 0 => {
                 depth -= 1;
-                if depth == 0 {
-                    return Some(i + 1);
+                match depth {
+                    0 => spans.push(((outer_open, i + 1), std::mem::take(&mut inner))),
+                    1 => inner.push((inner_open, i + 1)),
+                    _ => {}
                 }
             }
             _ => {}
         }
     }
-    None
+    spans
 }
 
 #[cfg(test)]
@@ -186,5 +199,23 @@ mod tests {
             parse_reply(r#"{"intent": "Low", "reasoning": "says \"}\" a lot {"}"#),
             ok(Intent::Low, r#"says "}" a lot {"#)
         );
+    }
+
+    #[test]
+    fn finds_an_object_inside_a_prose_brace_span() {
+        let reply = r#"{Answer: {"intent": "High", "reasoning": "Fits."}}"#;
+        assert_eq!(parse_reply(reply), ok(Intent::High, "Fits."));
+    }
+
+    /// A megabyte of unbalanced braces (each `{` would have been scanned to the end before: quadratic). Only
+    /// the answer is asserted; the time is measured by `leadscore-bench reply`.
+    #[test]
+    fn unbalanced_braces_are_no_object() {
+        let opens = "{".repeat(1 << 20);
+        assert!(matches!(parse_reply(&opens), Err(ReplyError::NoObject(_))));
+        let closes = format!("{}{}", "}".repeat(1 << 20), r#"{"intent": "Low", "reasoning": "r"}"#);
+        assert_eq!(parse_reply(&closes), ok(Intent::Low, "r"));
+        let nested = format!("{}{}", "{\"a\":".repeat(1 << 16), "1");
+        assert!(matches!(parse_reply(&nested), Err(ReplyError::NoObject(_))));
     }
 }

@@ -117,10 +117,10 @@ impl<W: Write> ResultsCsv<W> {
     }
 }
 
-/// Appends one cell: a leading `= + - @`, tab or CR gets a `'` so spreadsheets show it instead of running
-/// it; the cell is quoted when it holds a delimiter, quote or line break.
+/// Appends one cell, defused (see [`is_formula`]) with a leading `'` so spreadsheets show it instead of running
+/// it, and quoted when it holds a delimiter, quote or line break.
 pub fn push_cell(line: &mut String, cell: &str) {
-    let defuse = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let defuse = is_formula(cell);
     let quote = cell.contains([',', '"', '\n', '\r']);
     if quote {
         line.push('"');
@@ -134,6 +134,17 @@ pub fn push_cell(line: &mut String, cell: &str) {
     } else {
         line.push_str(cell);
     }
+}
+
+/// Whether a spreadsheet could read `cell` as a formula (OWASP "CSV Injection"): it starts with `= + - @`, a tab
+/// or a carriage return, or with one of the signs after leading whitespace (spreadsheets trim it), or with a
+/// full-width sign (`＝ ＋ － ＠`, which some spreadsheets fold to ASCII).
+pub fn is_formula(cell: &str) -> bool {
+    const SIGNS: [char; 8] = ['=', '+', '-', '@', '\u{FF1D}', '\u{FF0B}', '\u{FF0D}', '\u{FF20}'];
+    if cell.starts_with(['\t', '\r']) {
+        return true;
+    }
+    cell.trim_start().starts_with(SIGNS)
 }
 
 #[cfg(test)]
@@ -192,5 +203,13 @@ mod tests {
         assert_eq!(cell("-5,3"), "\"'-5,3\"");
         assert_eq!(cell("a\"b"), "\"a\"\"b\"");
         assert_eq!(cell("plain"), "plain");
+        assert_eq!(cell(" =1+1"), "' =1+1");
+        assert_eq!(cell("\n\n@x"), "\"'\n\n@x\"");
+        assert_eq!(cell("\u{3000}+1"), "'\u{3000}+1", "ideographic space");
+        for sign in ['\u{FF1D}', '\u{FF0B}', '\u{FF0D}', '\u{FF20}'] {
+            assert_eq!(cell(&format!("{sign}SUM(A1)")), format!("'{sign}SUM(A1)"));
+        }
+        assert_eq!(cell("a=b"), "a=b", "a sign inside a cell is harmless");
+        assert_eq!(cell("   "), "   ");
     }
 }

@@ -1,5 +1,6 @@
-//! The verdict cache: identical inputs (model, prompt version, offer snapshot, cleaned lead) get the identical
-//! verdict without a call. The key is computed here; Redis storage is here too, database storage in the store.
+//! The verdict cache: identical inputs (workspace, model, prompt version, offer snapshot, cleaned lead) get the
+//! identical verdict without a call. The key is computed here; Redis storage is here too, database storage in
+//! the store.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,12 +9,16 @@ use leadscore_core::AiVerdict;
 use leadscore_core::prompt::{PROMPT_VERSION, Prompt};
 use sha2::{Digest, Sha256};
 
-/// Hex SHA-256 over the model, the prompt version and the prompt's text. The prompt holds the offer snapshot
-/// and the lead's fields as sent (cleaned and capped), so two leads that differ only in what is never sent
-/// (the name, extra columns) share a verdict, and any change to what the model sees makes a new key.
-pub fn cache_key(model: &str, prompt: &Prompt) -> String {
+/// Hex SHA-256 over the workspace, the model, the prompt version and the prompt's text. The prompt holds the
+/// offer snapshot and the lead's fields as sent (cleaned and capped), so two leads that differ only in what is
+/// never sent (the name, extra columns) share a verdict, and any change to what the model sees makes a new key.
+///
+/// The workspace is part of the key so that one workspace never gets a verdict another paid for (a hit would
+/// tell it that someone else scored the same lead against the same offer). Entries stored before the workspace
+/// was part of the key are never found again; they expire with their TTL.
+pub fn cache_key(workspace: &str, model: &str, prompt: &Prompt) -> String {
     let mut h = Sha256::new();
-    for part in [model, PROMPT_VERSION, &prompt.system, &prompt.user] {
+    for part in [workspace, model, PROMPT_VERSION, &prompt.system, &prompt.user] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
@@ -95,12 +100,14 @@ mod tests {
 
     #[test]
     fn keys_change_with_every_input() {
-        let base = cache_key("m", &prompt("u"));
+        let base = cache_key("w", "m", &prompt("u"));
         assert_eq!(base.len(), 64);
-        assert_eq!(base, cache_key("m", &prompt("u")));
-        assert_ne!(base, cache_key("m2", &prompt("u")));
-        assert_ne!(base, cache_key("m", &prompt("u2")));
+        assert_eq!(base, cache_key("w", "m", &prompt("u")));
+        assert_ne!(base, cache_key("w2", "m", &prompt("u")));
+        assert_ne!(base, cache_key("w", "m2", &prompt("u")));
+        assert_ne!(base, cache_key("w", "m", &prompt("u2")));
         // Length-prefixed parts: moving text between parts changes the key.
-        assert_ne!(cache_key("mu", &prompt("")), cache_key("m", &prompt("u")));
+        assert_ne!(cache_key("w", "mu", &prompt("")), cache_key("w", "m", &prompt("u")));
+        assert_ne!(cache_key("wm", "", &prompt("u")), cache_key("w", "m", &prompt("u")));
     }
 }

@@ -61,6 +61,11 @@ pub struct Attempt {
     pub latency: Duration,
 }
 
+/// Largest response body read from the provider. A verdict reply is a few kilobytes (at most 4,000 completion
+/// tokens); a body past this is cut off and the request counts as failed, so a broken or hostile server cannot
+/// make a worker buffer without bound.
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
 const JSON_SCHEMA: u8 = 0;
 const JSON_OBJECT: u8 = 1;
 const PLAIN: u8 = 2;
@@ -89,6 +94,8 @@ impl Client {
             .timeout(config.request_timeout)
             .connect_timeout(Duration::from_secs(10).min(config.request_timeout))
             .pool_idle_timeout(Duration::from_secs(60))
+            // The prompt holds lead data: it goes to the configured host only, never where a redirect points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let kind = AtomicU8::new(u8::from(config.kind == ModelKind::Reasoning));
         Ok(Client { http, config, gate, format: AtomicU8::new(JSON_SCHEMA), kind })
@@ -153,7 +160,7 @@ impl Client {
                 Err(e) => e,
             };
             let (message, hint) = match failure {
-                CallError::Status { status: status @ (401 | 403 | 404), message, .. } => {
+                CallError::Status { status: status @ (300..=399 | 401 | 403 | 404), message, .. } => {
                     let reason =
                         format!("{status} from the provider for model {}: {message}", self.config.model);
                     tracing::error!(
@@ -256,10 +263,16 @@ impl Client {
             req.send().await.map_err(|e| CallError::Transport(describe(&e, self.config.request_timeout)))?;
         let status = response.status().as_u16();
         let hint = retry_hint(response.headers());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| CallError::Transport(describe(&e, self.config.request_timeout)))?;
+        if response.status().is_redirection() {
+            let to = response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok());
+            let message = format!(
+                "the provider answered {status} (a redirect to {}), which is not followed: set the base URL to the \
+                 address that answers",
+                leadscore_core::text::truncate_chars(to.unwrap_or("nowhere"), 200)
+            );
+            return Err(CallError::Status { status, message, param: None, hint: None });
+        }
+        let body = read_capped(response, self.config.request_timeout).await?;
         let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status != 200 {
             let error = &value["error"];
@@ -274,6 +287,25 @@ impl Client {
     }
 }
 
+/// The response body, at most [`MAX_RESPONSE_BYTES`] of it: a longer one fails the request without being read.
+async fn read_capped(mut response: reqwest::Response, timeout: Duration) -> Result<Vec<u8>, CallError> {
+    if response.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| CallError::Transport(describe(&e, timeout)))? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn too_large() -> CallError {
+    CallError::Transport(format!("the provider's answer is larger than {MAX_RESPONSE_BYTES} bytes"))
+}
+
 fn format_name(format: u8) -> &'static str {
     match format {
         JSON_SCHEMA => "json_schema",
@@ -286,13 +318,15 @@ fn is_transient(status: u16) -> bool {
     matches!(status, 408 | 409 | 429) || status >= 500
 }
 
+/// What went wrong, for job errors and logs: reqwest's text names the URL, whose user info (a proxy's
+/// password in OPENAI_BASE_URL) is redacted.
 fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         format!("the provider did not answer within {} s", timeout.as_secs_f64())
     } else if e.is_connect() {
-        format!("cannot connect to the provider: {e}")
+        leadscore_core::redact::redact(&format!("cannot connect to the provider: {e}"))
     } else {
-        format!("request to the provider failed: {e}")
+        leadscore_core::redact::redact(&format!("request to the provider failed: {e}"))
     }
 }
 

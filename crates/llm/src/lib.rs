@@ -10,7 +10,7 @@ mod gate;
 mod retry;
 
 pub use cache::{RedisCache, cache_key};
-pub use client::{Attempt, Client, LlmError, Usage};
+pub use client::{Attempt, Client, LlmError, MAX_RESPONSE_BYTES, Usage};
 pub use config::{ConfigError, DEFAULT_BASE_URL, DEFAULT_MODEL, LlmConfig, ModelKind, Prices};
 pub use gate::{Blocked, COOL_DOWN, FAILURES_TO_OPEN, Gate, GateError, REDIS_PREFIX};
 pub use retry::{parse_go_duration, retry_hint};

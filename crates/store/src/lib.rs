@@ -32,7 +32,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use ai::RunUsage;
 pub use ingest::{INLINE_ERRORS, IngestError, Ingested, UploadLimits, ingest};
-pub use keys::NewApiKey;
+pub use keys::{ApiKeyInfo, LAST_USED_EVERY, NewApiKey, Revoked};
 pub use leads::LeadRecord;
 pub use maintenance::Leadership;
 pub use offers::OfferRecord;
@@ -54,10 +54,12 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    // sqlx texts may quote the database URL: passwords are redacted wherever a store error is shown. Not a
+    // `#[source]` (nor `#[from]`, which implies it): `{:#}` would print the unredacted text after ours.
+    #[error("database error: {}", leadscore_core::redact::redact(&.0.to_string()))]
+    Db(sqlx::Error),
+    #[error("migration failed: {}", leadscore_core::redact::redact(&.0.to_string()))]
+    Migrate(sqlx::migrate::MigrateError),
     #[error("unknown workspace {0:?}")]
     UnknownWorkspace(String),
     #[error("stored data is corrupt: {0}")]
@@ -70,6 +72,22 @@ pub enum StoreError {
     IdempotencyMismatch,
     #[error("not a cursor of this list")]
     BadCursor,
+    #[error("the workspace has {active} unfinished runs, the most allowed at once is {cap}")]
+    TooManyActiveRuns { active: i64, cap: u32 },
+    #[error("{count} API keys match {which:?}: name the key by its prefix")]
+    AmbiguousKey { which: String, count: usize },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -165,10 +183,10 @@ pub struct Store {
     /// Ids of runs whose counts or status changed (written here, or on Postgres announced by another process
     /// through `LISTEN leadscore_progress`): what feeds `GET /v1/runs/{id}/events`.
     pub(crate) progress: tokio::sync::broadcast::Sender<String>,
-    /// Keys seen recently (hash -> workspace and when it was read): most requests of a client, a poller above
-    /// all, then cost no lookup. See [`Store::workspace_for_key`].
-    pub(crate) known_keys:
-        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>>,
+    /// API keys whose use this process recorded recently (id -> when): `last_used_at` is written at most once a
+    /// minute per key. Never consulted to accept a key (see [`Store::workspace_for_key`]).
+    pub(crate) key_uses:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 /// How to open the database.
@@ -196,8 +214,7 @@ impl Store {
     /// error here.
     pub fn connect_lazy(url: &str, opts: &ConnectOptions) -> Result<Store> {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let mut options =
-                PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+            let mut options = PgConnectOptions::from_str(url).map_err(invalid_url)?;
             if opts.generic_plans {
                 options = options.options([("plan_cache_mode", "force_generic_plan")]);
             }
@@ -209,7 +226,7 @@ impl Store {
             )
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
-                .map_err(|e| StoreError::InvalidUrl(e.to_string()))?
+                .map_err(invalid_url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
@@ -222,13 +239,13 @@ impl Store {
                     .connect_lazy_with(options),
             )
         } else {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+            return Err(StoreError::UnsupportedUrl(leadscore_core::redact::redact(url)));
         };
         Ok(Store {
             pool,
             jobs_enqueued: Default::default(),
             progress: tokio::sync::broadcast::channel(1024).0,
-            known_keys: Default::default(),
+            key_uses: Default::default(),
         })
     }
 
@@ -329,6 +346,8 @@ const POSTGRES_MIGRATIONS: Migrations = &[
     (5, "tallies", include_str!("../../../migrations/postgres/0005_tallies.sql")),
     (6, "spend", include_str!("../../../migrations/postgres/0006_spend.sql")),
     (7, "states", include_str!("../../../migrations/postgres/0007_states.sql")),
+    (8, "key_revocation", include_str!("../../../migrations/postgres/0008_key_revocation.sql")),
+    (9, "current_results", include_str!("../../../migrations/postgres/0009_current_results.sql")),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
@@ -338,6 +357,8 @@ const SQLITE_MIGRATIONS: Migrations = &[
     (5, "tallies", include_str!("../../../migrations/sqlite/0005_tallies.sql")),
     (6, "spend", include_str!("../../../migrations/sqlite/0006_spend.sql")),
     (7, "states", include_str!("../../../migrations/sqlite/0007_states.sql")),
+    (8, "key_revocation", include_str!("../../../migrations/sqlite/0008_key_revocation.sql")),
+    (9, "current_results", include_str!("../../../migrations/sqlite/0009_current_results.sql")),
 ];
 
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {
@@ -376,6 +397,10 @@ pub(crate) fn new_id() -> String {
 /// Milliseconds since the Unix epoch: how the queue stores times in both backends.
 pub(crate) fn now_millis() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn invalid_url(e: sqlx::Error) -> StoreError {
+    StoreError::InvalidUrl(leadscore_core::redact::redact(&e.to_string()))
 }
 
 pub(crate) fn now() -> time::OffsetDateTime {

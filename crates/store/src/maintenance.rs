@@ -46,7 +46,11 @@ impl Store {
     /// Keeps or takes maintenance leadership; true when this process leads now. A lost connection loses it
     /// (another process may take the lock meanwhile); the next call reconnects and asks again.
     pub async fn lead_maintenance(&self, held: &mut Leadership) -> Result<bool> {
-        let Pool::Pg(pool) = &self.pool else { return Ok(true) };
+        let Pool::Pg(pool) = &self.pool else {
+            // The only process: it leads from the first call on (kept, so "leading maintenance" is said once).
+            held.leader = true;
+            return Ok(true);
+        };
         let conn = match held.conn.as_mut() {
             Some(conn) => conn,
             None => {
@@ -150,5 +154,21 @@ impl Store {
         };
         tracing::info!(run = %run, jobs = deleted, "pruned finished jobs");
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Backend;
+    use crate::test_support::TestDb;
+
+    /// The upkeep loop says "leading maintenance" when leadership is new: on SQLite it must stay held, or the
+    /// line is logged every tick.
+    #[tokio::test]
+    async fn sqlite_leadership_is_kept_once_taken() {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let mut held = super::Leadership::default();
+        assert!(db.store.lead_maintenance(&mut held).await.expect("asks"));
+        assert!(held.is_leader(), "leadership is remembered");
     }
 }

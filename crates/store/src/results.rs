@@ -99,19 +99,48 @@ const COLUMNS: &str = "l.id, l.upload_id, l.line, l.external_id, l.name, l.role,
 pub enum ResultScope {
     /// One run's results, in lead order (cursor: the lead id).
     Run(String),
-    /// The current result per (lead, offer): the one from the most recently created run, optionally of one
-    /// offer, in (lead, offer) order (cursor: `lead_id~offer_id`).
+    /// The current result per (lead, offer): the one from the most recently created run (highest run id),
+    /// optionally of one offer, in (lead, offer) order (cursor: `lead_id~offer_id`).
     Current { offer_id: Option<String> },
 }
 
 impl ResultScope {
-    /// `where` conditions on `r` (results) after the workspace (`$1`); `$2` is the run or offer id.
-    fn condition(&self) -> &'static str {
+    /// The tables a page reads (`r` results, `l` leads), the `where` conditions including the keyset position
+    /// after the cursor, and the order that goes with it. Bindings: `$1` workspace, `$2` run or offer id, `$3`
+    /// and `$4` the cursor's (lead, offer). Every shape walks one index in the listed order and reaches the
+    /// other rows by primary key: a page costs its own rows, never a scan or sort of the whole set (issue 13).
+    fn shape(&self) -> (&'static str, &'static str, &'static str) {
+        const RUN: &str = "results r join leads l on l.workspace_id = r.workspace_id and l.id = r.lead_id";
+        // `current_results` names the current run per (lead, offer); kept by triggers on `results`.
+        const CURRENT: &str = "current_results c \
+            join results r on r.run_id = c.run_id and r.lead_id = c.lead_id \
+            join leads l on l.workspace_id = c.workspace_id and l.id = c.lead_id";
         match self {
-            ResultScope::Run(_) => "r.run_id = $2",
-            ResultScope::Current { .. } => {
-                "($2 is null or r.offer_id = $2) and r.run_id = (select max(r2.run_id) from results r2 \
-                 where r2.workspace_id = r.workspace_id and r2.offer_id = r.offer_id and r2.lead_id = r.lead_id)"
+            ResultScope::Run(_) => {
+                (RUN, "r.workspace_id = $1 and r.run_id = $2 and r.lead_id > $3", "r.lead_id")
+            }
+            ResultScope::Current { offer_id: Some(_) } => {
+                (CURRENT, "c.workspace_id = $1 and c.offer_id = $2 and c.lead_id > $3", "c.lead_id")
+            }
+            ResultScope::Current { offer_id: None } => (
+                CURRENT,
+                "c.workspace_id = $1 and (c.lead_id, c.offer_id) > ($3, $4)",
+                "c.lead_id, c.offer_id",
+            ),
+        }
+    }
+
+    /// How many results the scope holds: `$1` workspace, `$2` run or offer id.
+    fn count_sql(&self) -> &'static str {
+        match self {
+            ResultScope::Run(_) => {
+                "select count(*) from results r where r.workspace_id = $1 and r.run_id = $2"
+            }
+            ResultScope::Current { offer_id: Some(_) } => {
+                "select count(*) from current_results c where c.workspace_id = $1 and c.offer_id = $2"
+            }
+            ResultScope::Current { offer_id: None } => {
+                "select count(*) from current_results c where c.workspace_id = $1 and $2 is null"
             }
         }
     }
@@ -120,16 +149,6 @@ impl ResultScope {
         match self {
             ResultScope::Run(run) => Some(run),
             ResultScope::Current { offer_id } => offer_id.as_deref(),
-        }
-    }
-
-    /// The keyset position after `cursor` (`$3`, `$4`) and the order that goes with it.
-    fn keyset(&self) -> (&'static str, &'static str) {
-        match self {
-            ResultScope::Run(_) => ("r.lead_id > $3", "r.lead_id"),
-            ResultScope::Current { .. } => {
-                ("(r.lead_id > $3 or (r.lead_id = $3 and r.offer_id > $4))", "r.lead_id, r.offer_id")
-            }
         }
     }
 
@@ -151,6 +170,40 @@ impl ResultScope {
             ResultScope::Current { .. } => format!("{}~{}", r.lead.id, r.offer_id),
         }
     }
+}
+
+/// A page of `scope`'s results: its shape, then the filter (`$5` intent, `$6` least score, `$7` basis), then
+/// `$8` rows from offset `$9`.
+fn page_sql(scope: &ResultScope) -> String {
+    let (from, position, order) = scope.shape();
+    format!(
+        "select {COLUMNS} from {from} where {position} \
+           and ($5 is null or r.intent = $5) and r.final_score >= $6 and ($7 is null or r.score_basis = $7) \
+         order by {order} limit $8 offset $9"
+    )
+}
+
+/// Binds a first page's parameters (the plan of later pages is the same).
+fn bind_page<'q, DB>(
+    q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    workspace: &'q str,
+    scope: &'q ResultScope,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.bind(workspace)
+        .bind(scope.id())
+        .bind("")
+        .bind("")
+        .bind(None::<&str>)
+        .bind(0_i64)
+        .bind(None::<&str>)
+        .bind(Page::MAX_LIMIT as i64 + 1)
+        .bind(0_i64)
 }
 
 /// Where a read starts: after a cursor (keyset pages), or at an offset (the page numbers of the seed routes).
@@ -210,11 +263,34 @@ impl Store {
         })
     }
 
+    /// The database's plan for a page of `scope` (tests check its shape: an index walk, no sort of the whole
+    /// set, no subquery per row).
+    #[doc(hidden)]
+    pub async fn explain_results_page(&self, workspace: &str, scope: &ResultScope) -> Result<Vec<String>> {
+        use sqlx::Row;
+        let sql = page_sql(scope);
+        let lines = match &self.pool {
+            crate::Pool::Pg(pool) => {
+                let rows =
+                    bind_page(sqlx::query(sqlx::AssertSqlSafe(format!("explain {sql}"))), workspace, scope)
+                        .fetch_all(pool)
+                        .await?;
+                rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<sqlx::Result<_>>()?
+            }
+            crate::Pool::Sqlite(pool) => {
+                let sql = format!("explain query plan {sql}");
+                let rows = bind_page(sqlx::query(sqlx::AssertSqlSafe(sql)), workspace, scope)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(|r| r.try_get::<String, _>("detail")).collect::<sqlx::Result<_>>()?
+            }
+        };
+        Ok(lines)
+    }
+
     /// How many results `scope` holds (unfiltered).
     pub async fn count_results(&self, workspace: &str, scope: &ResultScope) -> Result<i64> {
-        let sql =
-            format!("select count(*) from results r where r.workspace_id = $1 and {}", scope.condition());
-        let n = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+        let n = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(scope.count_sql())
             .bind(workspace)
             .bind(scope.id())
             .fetch_one(pool)
@@ -234,14 +310,7 @@ impl Store {
             Start::After(cursor) => (scope.decode(cursor)?, 0),
             Start::Offset(n) => ((String::new(), String::new()), n),
         };
-        let (keyset, order) = scope.keyset();
-        let sql = format!(
-            "select {COLUMNS} from results r join leads l on l.workspace_id = r.workspace_id and l.id = r.lead_id \
-             where r.workspace_id = $1 and {} and {keyset} \
-               and ($5 is null or r.intent = $5) and r.final_score >= $6 and ($7 is null or r.score_basis = $7) \
-             order by {order} limit $8 offset $9",
-            scope.condition()
-        );
+        let sql = page_sql(scope);
         on_pool!(self, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(workspace)

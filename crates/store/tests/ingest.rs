@@ -1,8 +1,9 @@
 //! CSV ingest: what it stores, and which [`IngestError`] each kind of bad file gives. On SQLite only: the
-//! pipeline is the same on both backends, and the contract tests cover the upload writer on each.
+//! pipeline is the same on both backends, and the contract tests cover the upload writer on each. Except for
+//! stalled bodies (ADR 0003), whose effect on others depends on the backend's locks and pool: on both.
 
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{StreamExt, stream};
 use leadscore_core::csv::HeaderError;
 use leadscore_store::test_support::TestDb;
 use leadscore_store::{Backend, DEFAULT_WORKSPACE as WS, IngestError, Ingested, UploadLimits, ingest};
@@ -85,4 +86,63 @@ async fn an_interrupted_stream_stores_nothing() {
     let err =
         run(vec![Ok(&csv), Err("connection reset")], UploadLimits::default()).await.expect_err("refused");
     assert_eq!(err.to_string(), "the upload was interrupted: connection reset");
+}
+
+/// Before ADR 0003 a stalled body held SQLite's write lock (others failed after the 10 s busy timeout) and a
+/// PostgreSQL pool connection each (more stalls than the pool's 16: every other query timed out).
+async fn stalled_bodies_hold_no_lock_and_no_connection(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let half = Ok::<_, String>(Bytes::from(rows(500)));
+        let body = stream::iter([half]).chain(stream::pending());
+        let store = db.store.clone();
+        stalled.push(tokio::spawn(async move {
+            ingest(&store, WS, None, body.boxed(), UploadLimits::default(), 0).await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // the stalls reach their first chunk
+    let others = async {
+        let offer = leadscore_core::Offer { name: "x".into(), value_props: vec![], ideal_use_cases: vec![] };
+        db.store.create_offer(WS, &offer).await.expect("offer create while bodies stall");
+        let whole = stream::iter([Ok::<_, String>(Bytes::from(rows(3)))]);
+        ingest(&db.store, WS, None, whole, UploadLimits::default(), 0).await.expect("a whole upload")
+    };
+    let stored = tokio::time::timeout(std::time::Duration::from_secs(5), others).await.expect("promptly");
+    assert_eq!(stored.upload.rows_accepted, 3);
+    for task in &stalled {
+        task.abort(); // the clients go away
+    }
+    for task in stalled {
+        assert!(task.await.is_err_and(|e| e.is_cancelled()), "still waiting for the rest of its body");
+    }
+    assert_eq!(db.store.count_leads(WS).await.expect("count"), 3, "nothing of the stalled uploads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_hold_no_lock_and_no_connection_postgres() {
+    stalled_bodies_hold_no_lock_and_no_connection(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_hold_no_lock_and_no_connection_sqlite() {
+    stalled_bodies_hold_no_lock_and_no_connection(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn an_interrupted_stream_stores_nothing_on_postgres() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let csv = rows(3);
+    let body = stream::iter([Ok(Bytes::from(csv)), Err("connection reset")]);
+    let err = ingest(&db.store, WS, None, body, UploadLimits::default(), 0).await.expect_err("refused");
+    assert!(matches!(err, IngestError::Interrupted(_)), "{err:?}");
+    assert_eq!(db.store.count_leads(WS).await.expect("count"), 0);
+}
+
+#[tokio::test]
+async fn a_missing_spool_directory_is_an_error_and_stores_nothing() {
+    let limits = UploadLimits { spool_dir: "/nonexistent/leadscore-spool".into(), ..UploadLimits::default() };
+    let csv = rows(3);
+    let err = run(vec![Ok(&csv)], limits).await.expect_err("refused");
+    assert!(matches!(err, IngestError::Spool(_)), "{err:?}");
 }

@@ -548,7 +548,7 @@ async fn idempotency_keys_are_race_free(backend: Backend) {
     let s = &db.store;
     let (offer, upload) = seed(s, 3).await;
     let selection = Selection::Upload(upload);
-    let racers: Vec<_> = (0..8)
+    let racers: Vec<_> = (0..20)
         .map(|_| {
             let (s, offer, selection) = (s.clone(), offer.clone(), selection.clone());
             tokio::spawn(async move { create_keyed(&s, &offer, &selection, "k", "h").await.expect("create") })
@@ -558,7 +558,7 @@ async fn idempotency_keys_are_race_free(backend: Backend) {
     for racer in racers {
         created.push(racer.await.expect("racer"));
     }
-    assert_eq!(created.iter().filter(|c| !c.replayed).count(), 1, "one creates, seven replay");
+    assert_eq!(created.iter().filter(|c| !c.replayed).count(), 1, "one creates, nineteen replay");
     let id = created[0].run.id.clone();
     assert!(created.iter().all(|c| c.run.id == id), "one run for all");
     let runs = || async { s.list_runs(WS, &Page { limit: 100, after: None }).await.expect("runs").items };

@@ -78,10 +78,10 @@ impl Ai {
         self.client.gate()
     }
 
-    /// The prompt for a lead and its cache key.
-    pub fn prepare(&self, offer: &Offer, lead: &Lead) -> Prepared {
+    /// The prompt for a lead and its cache key (verdicts are cached per workspace).
+    pub fn prepare(&self, workspace: &str, offer: &Offer, lead: &Lead) -> Prepared {
         let prompt = build_prompt(offer, lead);
-        let key = cache_key(&self.config().model, &prompt);
+        let key = cache_key(workspace, &self.config().model, &prompt);
         Prepared { prompt, key }
     }
 

@@ -55,6 +55,7 @@ async fn run_context(
     }
     let Some(snap) = store.run_snapshot(run_id).await? else { return Ok(None) };
     let ctx = Arc::new(RunContext {
+        workspace: snap.workspace,
         rules: Rules::for_offer(&snap.offer),
         offer: snap.offer,
         max_cost_usd: snap.max_cost_usd,
@@ -81,7 +82,7 @@ pub(crate) async fn prepare_ai(
     let Some(ai) = ai else { return Vec::new() };
     let prepared: Vec<Option<ai::Prepared>> = inputs
         .iter()
-        .map(|(_, input)| input.as_ref().ok().map(|(ctx, lead)| ai.prepare(&ctx.offer, lead)))
+        .map(|(_, input)| input.as_ref().ok().map(|(ctx, lead)| ai.prepare(&ctx.workspace, &ctx.offer, lead)))
         .collect();
     let keys: Vec<String> = prepared.iter().flatten().map(|p| p.key.clone()).collect();
     let mut cached = ai.cached(store, &keys).await;

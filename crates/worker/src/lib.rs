@@ -247,9 +247,10 @@ fn release(job: ClaimedJob, input: inputs::JobInput) -> Done {
     Done { completion, cache: None }
 }
 
-/// What every job of a run shares: its offer snapshot with the rule layer prepared for it, and
-/// its cost cap.
+/// What every job of a run shares: its workspace (verdicts are cached per workspace), its offer snapshot with
+/// the rule layer prepared for it, and its cost cap.
 pub(crate) struct RunContext {
+    pub(crate) workspace: String,
     pub(crate) offer: Offer,
     pub(crate) rules: Rules,
     pub(crate) max_cost_usd: Option<f64>,

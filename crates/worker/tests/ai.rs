@@ -117,7 +117,12 @@ macro_rules! both_backends {
     };
 }
 
-both_backends!(a_run_survives_rate_limits_and_server_errors, verdicts_are_cached, cost_cap_pauses_the_run);
+both_backends!(
+    a_run_survives_rate_limits_and_server_errors,
+    verdicts_are_cached,
+    cost_cap_pauses_the_run,
+    injection_attacks_are_flagged_and_never_high
+);
 
 /// 2,000 leads, 20% of requests answered 429, 5% 500 and 10% with an invalid reply: every lead ends `succeeded`
 /// with the fake's verdict, and the run's usage is exactly what the fake billed, invalid replies included.
@@ -362,4 +367,59 @@ async fn two_workers_share_the_rate_limit() {
     assert!(limited * 100 <= stats.requests, "{limited} of {} requests were answered 429", stats.requests);
     let results = all_results(s, &run.id).await;
     assert!(results.iter().all(|r| r.scoring.score_basis == ScoreBasis::Hybrid));
+}
+
+/// The attack corpus written for the injection screen (crates/core/tests/data), one bio per line.
+fn attack_bios() -> Vec<String> {
+    include_str!("../../core/tests/data/injection_attacks.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+        .map(|l| l.replace("\\n", "\n"))
+        .collect()
+}
+
+/// Every attack of the corpus, as the bio of a decision maker in the ICP's industry, through a whole run against
+/// the fake: each result carries `prompt_injection`, and none is High, although the fake's verdict is High for
+/// some of them (asserted, so the test cannot pass by luck of the hash).
+async fn injection_attacks_are_flagged_and_never_high(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let offer = s.create_offer(WS, &offer()).await.expect("offer");
+    let bios = attack_bios();
+    assert!(bios.len() >= 60, "the corpus holds {} attacks", bios.len());
+    let leads: Vec<(u64, Lead)> = bios
+        .iter()
+        .enumerate()
+        .map(|(i, bio)| (i as u64 + 2, Lead { role: "CEO".into(), linkedin_bio: bio.clone(), ..lead(i) }))
+        .collect();
+    let told_high = leads.iter().filter(|(_, l)| expected_intent(l) == Intent::High).count();
+    assert!(told_high > 0, "the fake answers High for some attacks");
+    let mut w = s.begin_upload(WS, None).await.expect("upload");
+    w.write_batch(&leads, &[]).await.expect("batch");
+    let upload = w.commit(&[]).await.expect("commit").id;
+    let (fake, base) = fake(FakeConfig::default()).await;
+    let ai = Ai::from_config(LlmConfig::for_base_url(&base, "gpt-4.1-mini")).expect("ai");
+    let (stop, stopped) = watch::channel(false);
+    let config = WorkerConfig {
+        concurrency: 8,
+        ai: Some(ai),
+        poll: Duration::from_millis(20),
+        ..WorkerConfig::default()
+    };
+    let pool = tokio::spawn(leadscore_worker::run(s.clone(), config, stopped));
+    let run = s.create_run(&NewRun::new(WS, &offer.id, &Selection::Upload(upload))).await.expect("run").run;
+    wait_for(s, &run.id, RunStatus::Completed, Duration::from_secs(60)).await;
+    let _ = stop.send(true);
+    pool.await.expect("pool");
+    assert_eq!(fake.stats().requests, leads.len() as u64, "every attack still went to the model");
+    let results = all_results(s, &run.id).await;
+    assert_eq!(results.len(), leads.len());
+    for r in results {
+        let bio = &r.lead.lead.linkedin_bio;
+        assert_eq!(r.scoring.flags, vec![leadscore_core::Flag::PromptInjection], "{bio:?}");
+        assert_eq!(r.scoring.ai_status, AiStatus::Ok, "{bio:?}");
+        assert_eq!(r.scoring.ai_intent, Some(Intent::Low), "{bio:?}");
+        assert_ne!(r.scoring.intent, Intent::High, "{bio:?}");
+    }
 }

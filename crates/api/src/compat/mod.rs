@@ -7,7 +7,7 @@ pub use scoring::*;
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use leadscore_store::{LeadRecord, OfferRecord, Page};
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,53 @@ use crate::routes::offers::OfferBody;
 pub const COMPAT_UPLOAD_LEADS: usize = 1000;
 /// The original's page size.
 pub(crate) const PAGE_SIZE: i64 = 10;
+
+/// Settings of the seed-compatible routes, read once at start (`leadscore serve` flags, or the environment of
+/// `leadscore-api`), never per request.
+#[derive(Debug, Clone)]
+pub struct CompatConfig {
+    /// What `next` / `previous` links start with: a configured public URL (`LEADSCORE_PUBLIC_URL`, e.g.
+    /// `https://leads.example.com`), or nothing (links relative to this server). Never the request's `Host` or
+    /// `X-Forwarded-Proto`, which a client chooses.
+    public_url: String,
+    /// Most unscored leads `/api/leads/score/` scores while the client waits (`LEADSCORE_COMPAT_WAIT_MAX_LEADS`).
+    pub wait_max_leads: i64,
+}
+
+/// Default of [`CompatConfig::wait_max_leads`].
+pub const COMPAT_WAIT_MAX_LEADS: i64 = 1000;
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        CompatConfig { public_url: String::new(), wait_max_leads: COMPAT_WAIT_MAX_LEADS }
+    }
+}
+
+/// A public URL that is not an absolute `http(s)://host[/prefix]` URL.
+#[derive(Debug, thiserror::Error)]
+#[error("the public URL must look like https://host[:port][/prefix] (no query, no fragment), got {0:?}")]
+pub struct BadPublicUrl(String);
+
+impl CompatConfig {
+    /// Checks `public_url` (empty or `None`: relative links) and keeps it without a trailing `/`.
+    pub fn new(public_url: Option<&str>, wait_max_leads: i64) -> Result<Self, BadPublicUrl> {
+        let url = public_url.map(str::trim).unwrap_or("").trim_end_matches('/');
+        if !url.is_empty() {
+            let bad = || BadPublicUrl(url.to_owned());
+            let uri: axum::http::Uri = url.parse().map_err(|_| bad())?;
+            let http = matches!(uri.scheme_str(), Some("http" | "https"));
+            if !http || uri.authority().is_none() || uri.query().is_some() || url.contains('#') {
+                return Err(bad());
+            }
+        }
+        Ok(CompatConfig { public_url: url.to_owned(), wait_max_leads })
+    }
+
+    /// The link to `path` (which starts with `/`).
+    pub(crate) fn link(&self, path: &str) -> String {
+        format!("{}{path}", self.public_url)
+    }
+}
 
 /// The original's error body.
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,6 +95,10 @@ impl From<ApiError> for CompatError {
 
 impl IntoResponse for CompatError {
     fn into_response(self) -> Response {
+        let retry_after = match &self {
+            CompatError::Api(e) => e.retry_after(),
+            CompatError::Plain(..) => None,
+        };
         let (status, error) = match self {
             CompatError::Plain(status, msg) => (status, msg.to_owned()),
             CompatError::Api(ApiError::Invalid { detail, .. }) => (StatusCode::BAD_REQUEST, detail),
@@ -65,6 +116,9 @@ impl IntoResponse for CompatError {
             }
         };
         let mut response = (status, axum::Json(CompatErrorBody { error })).into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -89,6 +143,17 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for CompatJs
 
     async fn from_request(req: Request, state: &S) -> Result<Self, CompatError> {
         Ok(CompatJson(ApiJson::<T>::from_request(req, state).await?.0))
+    }
+}
+
+/// Query parameters whose parse errors are in the original's shape (a 400 naming the parameter).
+pub struct CompatQuery<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for CompatQuery<T> {
+    type Rejection = CompatError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, CompatError> {
+        Ok(CompatQuery(crate::extract::ApiQuery::<T>::from_request_parts(parts, state).await?.0))
     }
 }
 
@@ -169,11 +234,15 @@ pub struct CompatLeadPage {
 #[into_params(parameter_in = Query)]
 pub struct PageNumber {
     /// Page number, from 1; 10 leads a page.
+    #[param(value_type = Option<i64>, minimum = 1)]
     page: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/offer/", tag = "compat", request_body = OfferBody,
-    responses((status = 201, body = CompatOffer), (status = 400, body = CompatErrorBody)))]
+    responses(
+        (status = 201, description = "Created", body = CompatOffer),
+        (status = 400, description = "Malformed JSON or an invalid offer (the fields at fault are named)", body = CompatErrorBody),
+    ))]
 pub async fn create_offer(
     State(state): State<AppState>,
     CompatWorkspace(ws): CompatWorkspace,
@@ -197,7 +266,10 @@ pub async fn list_offers(
 }
 
 #[utoipa::path(get, path = "/api/offer/{id}/", tag = "compat", params(("id" = String, Path)),
-    responses((status = 200, body = CompatOffer), (status = 404, body = CompatErrorBody)))]
+    responses(
+        (status = 200, description = "The offer", body = CompatOffer),
+        (status = 404, description = "No such offer", body = CompatErrorBody),
+    ))]
 pub async fn get_offer(
     State(state): State<AppState>,
     CompatWorkspace(ws): CompatWorkspace,
@@ -213,7 +285,11 @@ pub async fn get_offer(
 }
 
 #[utoipa::path(put, path = "/api/offer/{id}/", tag = "compat", params(("id" = String, Path)), request_body = OfferBody,
-    responses((status = 200, body = CompatOffer), (status = 400, body = CompatErrorBody), (status = 404, body = CompatErrorBody)))]
+    responses(
+        (status = 200, description = "The replaced offer", body = CompatOffer),
+        (status = 400, description = "Malformed JSON or an invalid offer (the fields at fault are named)", body = CompatErrorBody),
+        (status = 404, description = "No such offer", body = CompatErrorBody),
+    ))]
 pub async fn update_offer(
     State(state): State<AppState>,
     CompatWorkspace(ws): CompatWorkspace,
@@ -231,7 +307,7 @@ pub async fn update_offer(
 }
 
 #[utoipa::path(delete, path = "/api/offer/{id}/", tag = "compat", params(("id" = String, Path)),
-    responses((status = 204, description = "Deleted"), (status = 404, body = CompatErrorBody)))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such offer", body = CompatErrorBody)))]
 pub async fn delete_offer(
     State(state): State<AppState>,
     CompatWorkspace(ws): CompatWorkspace,
@@ -245,18 +321,20 @@ pub async fn delete_offer(
 }
 
 #[utoipa::path(get, path = "/api/leads/", tag = "compat", params(PageNumber),
-    responses((status = 200, body = CompatLeadPage), (status = 404, description = "Invalid page", body = CompatErrorBody)))]
+    responses(
+        (status = 200, description = "Leads in upload order, 10 a page", body = CompatLeadPage),
+        (status = 404, description = "Invalid page", body = CompatErrorBody),
+    ))]
 pub async fn list_leads(
     State(state): State<AppState>,
     CompatWorkspace(ws): CompatWorkspace,
-    headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<PageNumber>,
+    CompatQuery(q): CompatQuery<PageNumber>,
 ) -> Result<axum::Json<CompatLeadPage>, CompatError> {
     let count = state.store.count_leads(&ws).await.map_err(ApiError::from)?;
     let page = page_number(q.page.as_deref(), count)?;
     let leads =
         state.store.leads_at_offset(&ws, (page - 1) * PAGE_SIZE, PAGE_SIZE).await.map_err(ApiError::from)?;
-    let base = base_url(&headers, "/api/leads/");
+    let base = state.compat.link("/api/leads/");
     let (next, previous) = page_links(&base, page, count);
     Ok(axum::Json(CompatLeadPage {
         count,
@@ -266,15 +344,11 @@ pub async fn list_leads(
     }))
 }
 
-/// Absolute URL of `path` on this server, as the original's paginator returned.
-pub(crate) fn base_url(headers: &HeaderMap, path: &str) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
-    format!("{scheme}://{host}{path}")
-}
-
 #[utoipa::path(get, path = "/api/leads/{id}/", tag = "compat", params(("id" = String, Path)),
-    responses((status = 200, body = CompatLead), (status = 404, body = CompatErrorBody)))]
+    responses(
+        (status = 200, description = "The lead (`intent`, `score` and `reasoning` are null: scores are in the results)", body = CompatLead),
+        (status = 404, description = "No such lead", body = CompatErrorBody),
+    ))]
 pub async fn get_lead(
     State(state): State<AppState>,
     CompatWorkspace(ws): CompatWorkspace,
@@ -290,7 +364,7 @@ pub async fn get_lead(
 }
 
 #[utoipa::path(delete, path = "/api/leads/{id}/", tag = "compat", params(("id" = String, Path)),
-    responses((status = 204, description = "Deleted"), (status = 404, body = CompatErrorBody)))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such lead", body = CompatErrorBody)))]
 pub async fn delete_lead(
     State(state): State<AppState>,
     CompatWorkspace(ws): CompatWorkspace,
@@ -304,7 +378,7 @@ pub async fn delete_lead(
 }
 
 #[utoipa::path(post, path = "/api/leads/upload/", tag = "compat",
-    request_body(description = "multipart/form-data with a `file` field (or a text/csv body)", content((String = "multipart/form-data"))),
+    request_body(description = "multipart/form-data with a `file` field (or a text/csv body)", content((crate::routes::leads::UploadForm = "multipart/form-data"))),
     responses(
         (status = 201, description = "The created leads (at most the first 1000). `X-Rows-Rejected` counts rejected rows; \
             `Location` points to the upload report with every rejected row.", body = Vec<CompatLead>),

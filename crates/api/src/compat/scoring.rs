@@ -3,7 +3,7 @@
 //! columns, streamed), all reading results through the store's one pager.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use leadscore_store::{Page, ResultScope};
@@ -12,15 +12,11 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::{
-    CompatError, CompatErrorBody, CompatWorkspace, PAGE_SIZE, PageNumber, base_url, page_links, page_number,
+    CompatError, CompatErrorBody, CompatQuery, CompatWorkspace, PAGE_SIZE, PageNumber, page_links,
+    page_number,
 };
 use crate::AppState;
 use crate::problem::ApiError;
-
-/// Largest number of leads `/api/leads/score/` scores while the client waits (`LEADSCORE_COMPAT_WAIT_MAX_LEADS`).
-pub fn compat_wait_max_leads() -> i64 {
-    std::env::var("LEADSCORE_COMPAT_WAIT_MAX_LEADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
-}
 
 /// How long `/api/leads/score/` waits for its run at most.
 const COMPAT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -69,6 +65,7 @@ impl From<&leadscore_store::ResultRecord> for CompatScored {
     responses(
         (status = 200, description = "Every unscored lead scored against the most recent offer (waits for the run)", body = CompatScoreResponse),
         (status = 400, description = "No offer, no unscored lead, or too many leads to wait for (use /v1/leads/score)", body = CompatErrorBody),
+        (status = 409, description = "The run ended cancelled or failed", body = CompatErrorBody),
     ))]
 pub async fn score_leads(
     State(state): State<AppState>,
@@ -85,7 +82,7 @@ pub async fn score_leads(
             "No unscored leads found. Please upload leads first.",
         ));
     }
-    let max = compat_wait_max_leads();
+    let max = state.compat.wait_max_leads;
     if pending > max {
         return Err(CompatError::Api(ApiError::Malformed(format!(
             "{pending} unscored leads are more than this route scores while you wait ({max}); \
@@ -102,19 +99,7 @@ pub async fn score_leads(
     )
     .await?;
     let run_id = created.run.id;
-    let deadline = tokio::time::Instant::now() + COMPAT_WAIT;
-    let run = state.store.watch_run(&ws, &run_id).finished(deadline).await.map_err(ApiError::from)?;
-    match run.map(|r| r.status) {
-        Some(leadscore_core::RunStatus::Completed) => {}
-        Some(status) if status.is_finished() => {
-            return Err(CompatError::Api(ApiError::Conflict(format!("the run {run_id} ended {status}"))));
-        }
-        _ => {
-            return Err(CompatError::Api(ApiError::Unavailable(format!(
-                "the run {run_id} is still going: follow /v1/runs/{run_id}"
-            ))));
-        }
-    }
+    wait_for_run(&state, &ws, &run_id).await?;
     let scope = ResultScope::Run(run_id.clone());
     let mut results = Vec::new();
     let mut pages =
@@ -128,6 +113,41 @@ pub async fn score_leads(
         results,
         scoring_method: if hybrid { "hybrid (rule + AI)".into() } else { "rules only (AI layer off)".into() },
     }))
+}
+
+/// Waits until the run completes; answers at once, with the reason, when it stops any other way (cancelled,
+/// paused by its cost cap, blocked by the provider, deleted) instead of waiting out [`COMPAT_WAIT`].
+async fn wait_for_run(state: &AppState, ws: &str, run_id: &str) -> Result<(), CompatError> {
+    use leadscore_core::RunStatus as S;
+    let deadline = tokio::time::Instant::now() + COMPAT_WAIT;
+    let mut watch = state.store.watch_run(ws, run_id);
+    loop {
+        let run = watch.read().await.map_err(ApiError::from)?;
+        let stopped =
+            |why: String| Err(CompatError::Api(ApiError::Conflict(format!("the run {run_id} {why}"))));
+        match run {
+            None => return stopped("was deleted".into()),
+            Some(r) if r.status == S::Completed => return Ok(()),
+            Some(r) if matches!(r.status, S::Cancelling | S::Cancelled) => {
+                return stopped("was cancelled".into());
+            }
+            Some(r) if r.status == S::Paused => {
+                return stopped(format!("is paused: resume it with POST /v1/runs/{run_id}/resume"));
+            }
+            Some(r) if r.status == S::Blocked => {
+                let reason = r.blocked_reason.unwrap_or_default();
+                return Err(CompatError::Api(ApiError::Unavailable(format!(
+                    "the run {run_id} is blocked: the AI provider refuses this server's configuration ({reason})"
+                ))));
+            }
+            Some(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(CompatError::Api(ApiError::Unavailable(format!(
+                    "the run {run_id} is still going: follow /v1/runs/{run_id}"
+                ))));
+            }
+            Some(_) => watch.changed(Some(deadline)).await,
+        }
+    }
 }
 
 /// A scored lead in the original's results shape.
@@ -163,8 +183,7 @@ pub struct CompatResultPage {
 pub async fn list_results(
     State(state): State<AppState>,
     CompatWorkspace(ws): CompatWorkspace,
-    headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<PageNumber>,
+    CompatQuery(q): CompatQuery<PageNumber>,
 ) -> Result<axum::Json<CompatResultPage>, CompatError> {
     let Some(offer) = state.store.latest_offer(&ws).await.map_err(ApiError::from)? else {
         return Ok(axum::Json(CompatResultPage { count: 0, next: None, previous: None, results: vec![] }));
@@ -177,7 +196,7 @@ pub async fn list_results(
         .list_results_at(&ws, &scope, (page - 1) * PAGE_SIZE, PAGE_SIZE)
         .await
         .map_err(ApiError::from)?;
-    let base = base_url(&headers, "/api/leads/results/");
+    let base = state.compat.link("/api/leads/results/");
     let (next, previous) = page_links(&base, page, count);
     Ok(axum::Json(CompatResultPage {
         count,

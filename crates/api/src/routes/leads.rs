@@ -84,8 +84,10 @@ pub struct LeadFilter {
     /// Only the leads of this upload.
     upload_id: Option<String>,
     /// Items per page, 1 to 1000 (default 50).
+    #[param(value_type = Option<i32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     cursor: Option<String>,
 }
 
@@ -133,6 +135,40 @@ impl From<&Ingested> for UploadResponse {
     }
 }
 
+/// A leads CSV. The document promises acceptance for files that start with the canonical header; the reader
+/// also takes the aliases, any column order and extra columns (see the upload's description).
+pub struct CsvText;
+
+impl utoipa::PartialSchema for CsvText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some(r"^name,role,company,industry,location,linkedin_bio\r?\n"))
+            .into()
+    }
+}
+
+impl ToSchema for CsvText {}
+
+/// An upload as a multipart/form-data form: the CSV in `file`; other fields are ignored, but their names must
+/// be ones a multipart header can carry (no control characters).
+pub struct UploadForm;
+
+impl utoipa::PartialSchema for UploadForm {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{ObjectBuilder, Type};
+        let header_safe =
+            ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"^[^\u0000-\u001f\u007f]*$"));
+        ObjectBuilder::new()
+            .property("file", CsvText::schema())
+            .required("file")
+            .property_names(Some(header_safe))
+            .into()
+    }
+}
+
+impl ToSchema for UploadForm {}
+
 const CSV_TYPES: [&str; 5] =
     ["text/csv", "application/csv", "text/plain", "application/vnd.ms-excel", "text/x-csv"];
 
@@ -146,7 +182,7 @@ pub async fn receive_upload(
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let limits = state.upload_limits;
+    let limits = state.upload_limits.clone();
     if mime == "multipart/form-data" {
         let mut multipart = Multipart::from_request(req, state)
             .await
@@ -181,8 +217,8 @@ pub async fn receive_upload(
             `name, role, company, industry, location, linkedin_bio` (aliases accepted), optional `external_id`, \
             other columns kept as attributes.",
         content(
-            (String = "text/csv", example = json!("name,role,company,industry,location,linkedin_bio\nJohn Doe,CEO,TechCorp,B2B SaaS,New York,15 years building enterprise SaaS platforms\n")),
-            (String = "multipart/form-data"),
+            (CsvText = "text/csv", example = json!("name,role,company,industry,location,linkedin_bio\nJohn Doe,CEO,TechCorp,B2B SaaS,New York,15 years building enterprise SaaS platforms\n")),
+            (UploadForm = "multipart/form-data"),
         )),
     responses(
         (status = 201, description = "Stored; rejected rows are listed with their line and reason", body = UploadResponse),
@@ -203,7 +239,7 @@ pub async fn upload_leads(
 #[utoipa::path(get, path = "/v1/leads", tag = "leads", params(LeadFilter),
     responses(
         (status = 200, description = "Leads in upload order", body = LeadPage),
-        (status = 422, description = "Bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad query parameter (the parameter is named)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_leads(
     State(state): State<AppState>,

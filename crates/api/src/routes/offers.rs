@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use leadscore_core::{Offer, OfferInput};
+use leadscore_core::{Offer, OfferInput, offer};
 use leadscore_store::OfferRecord;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -22,13 +22,47 @@ use crate::problem::{ApiError, Problem};
     "ideal_use_cases": ["B2B SaaS", "Sales teams", "Marketing agencies"]
 }))]
 pub struct OfferBody {
-    /// Product name, 1 to 200 characters.
+    /// Product name, 1 to 200 characters (surrounding whitespace is trimmed).
+    #[schema(schema_with = offer_name_schema)]
     pub name: String,
     /// Value propositions, at most 50.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "offer::value_props_list")]
+    #[schema(schema_with = value_props_schema)]
     pub value_props: Vec<String>,
     /// The ideal customer profile as industries or use cases; at least one. Leads are matched against these.
+    #[serde(deserialize_with = "offer::ideal_use_cases_list")]
+    #[schema(schema_with = ideal_use_cases_schema)]
     pub ideal_use_cases: Vec<String>,
+}
+
+/// A string that is not all whitespace (Rust's `char::is_whitespace`, which `trim` uses) of at most `max` chars.
+fn text_schema(max: usize) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(crate::doc::NOT_BLANK))
+        .build()
+}
+
+fn offer_name_schema() -> utoipa::openapi::Object {
+    text_schema(offer::MAX_NAME_CHARS)
+}
+
+fn text_list_schema(min: usize) -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(text_schema(offer::MAX_ITEM_CHARS))
+        .min_items(Some(min))
+        .max_items(Some(offer::MAX_LIST_ITEMS))
+        .build()
+}
+
+fn value_props_schema() -> utoipa::openapi::Array {
+    text_list_schema(0)
+}
+
+fn ideal_use_cases_schema() -> utoipa::openapi::Array {
+    text_list_schema(1)
 }
 
 impl OfferBody {
@@ -104,7 +138,7 @@ pub async fn create_offer(
 #[utoipa::path(get, path = "/v1/offers", tag = "offers", params(PageParams),
     responses(
         (status = 200, description = "Offers, oldest first", body = OfferPage),
-        (status = 422, description = "Bad pagination parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad pagination parameter (the parameter is named)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_offers(
     State(state): State<AppState>,

@@ -57,9 +57,14 @@ pub async fn get_upload(
 }
 
 #[utoipa::path(get, path = "/v1/uploads/{id}/errors", tag = "uploads",
-    params(("id" = String, Path, description = "Upload id"), PageParams),
+    params(
+        ("id" = String, Path, description = "Upload id"),
+        ("limit" = Option<i32>, Query, minimum = 1, maximum = 1000, description = "Items per page, 1 to 1000 (default 50)"),
+        ("cursor" = Option<String>, Query, pattern = "^([0-9]{1,18})?$", description = "`next_cursor` of the previous page"),
+    ),
     responses(
         (status = 200, description = "Rejected rows with line, column and reason", body = UploadErrorPage),
+        (status = 400, description = "Bad cursor or limit (the parameter is named)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such upload in this workspace", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_upload_errors(
@@ -69,8 +74,9 @@ pub async fn list_upload_errors(
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<axum::Json<UploadErrorPage>, ApiError> {
     let page = params.page()?;
-    if page.after.as_deref().is_some_and(|c| c.parse::<u64>().is_err()) {
-        return Err(ApiError::invalid_param("cursor", "not a cursor of this list"));
+    // The cursor is a line number: a non-negative i64.
+    if page.after.as_deref().is_some_and(|c| !c.parse::<i64>().is_ok_and(|n| n >= 0)) {
+        return Err(ApiError::bad_param("cursor", "not a cursor of this list"));
     }
     let errors = state
         .store

@@ -33,8 +33,12 @@ pub(super) async fn upload(
 ) -> Result<(UploadRecord, Vec<RejectedRow>), Failure> {
     let bar = bar(size, "reading {bar:40} {bytes}/{total_bytes} ({eta} left)");
     let chunks = read_chunks(input, bar.clone());
-    let limits =
-        UploadLimits { max_bytes: u64::MAX, max_rows: u64::MAX, max_field_bytes: args.max_field_bytes };
+    let limits = UploadLimits {
+        max_bytes: u64::MAX,
+        max_rows: u64::MAX,
+        max_field_bytes: args.max_field_bytes,
+        ..UploadLimits::default()
+    };
     let name = args.leads.file_name().and_then(|n| n.to_str()).filter(|_| args.leads.as_os_str() != "-");
     let ingested = ingest(store, WS, name, chunks, limits, 0).await;
     if let Some(bar) = bar {
@@ -43,7 +47,7 @@ pub(super) async fn upload(
     let source = display(&args.leads);
     let ingested = ingested.map_err(|e| match e {
         // Keeping the leads failed, not the file: exit 1. Worded as when these were API internal errors.
-        IngestError::Store(_) | IngestError::ReaderPanicked(_) => {
+        IngestError::Store(_) | IngestError::Spool(_) | IngestError::ReaderPanicked(_) => {
             Failure::Failed(anyhow!("storing the leads of {source}: internal error: {e}"))
         }
         // Listed one by one so that a new kind of failure has to be placed on one side or the other.

@@ -68,7 +68,8 @@ pub struct RedisGate {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> GateError {
-    GateError::Unavailable(e.to_string())
+    // Redis errors may quote REDIS_URL, password included.
+    GateError::Unavailable(leadscore_core::redact::redact(&e.to_string()))
 }
 
 impl RedisGate {

@@ -6,6 +6,7 @@
 use leadscore_core::{JobStatus, Offer, RunStatus};
 use sqlx::types::Json;
 
+use super::active::ActiveRunCap;
 use super::{DEFAULT_MAX_ATTEMPTS, RunRecord, Selection};
 use crate::states::{OPEN_JOBS, lit_job, lit_run};
 use crate::{Result, Store, StoreError, new_id, now, now_millis, on_pool};
@@ -39,12 +40,23 @@ pub struct NewRun<'a> {
     /// when the AI layer is off, which estimates 0.
     pub estimate: Option<Estimate<'a>>,
     pub idempotency: Option<IdempotencyKey<'a>>,
+    /// Refuse the run ([`StoreError::TooManyActiveRuns`]) when the workspace already has this many unfinished
+    /// runs; checked after the idempotency key, so a replay is answered whatever the count.
+    pub max_active_runs: Option<u32>,
 }
 
 impl<'a> NewRun<'a> {
     /// A run of `selection` against the offer, without a cost cap, estimate or idempotency key.
     pub fn new(workspace: &'a str, offer_id: &'a str, selection: &'a Selection) -> NewRun<'a> {
-        NewRun { workspace, offer_id, selection, max_cost_usd: None, estimate: None, idempotency: None }
+        NewRun {
+            workspace,
+            offer_id,
+            selection,
+            max_cost_usd: None,
+            estimate: None,
+            idempotency: None,
+            max_active_runs: None,
+        }
     }
 
     pub fn max_cost(self, max_cost_usd: Option<f64>) -> NewRun<'a> {
@@ -99,6 +111,9 @@ impl Store {
                     StoreError::Corrupt(format!("the run {existing} of an Idempotency-Key no longer exists"))
                 })?;
                 return Ok(Created { run, replayed: true });
+            }
+            if let Some(cap) = new.max_active_runs {
+                tx.within_cap(new.workspace, cap).await?;
             }
             let offer: Option<OfferRow> = sqlx::query_as(
                 "select name, value_props, ideal_use_cases from offers where id = $1 and workspace_id = $2")

@@ -3,6 +3,7 @@
 //! [`create`] makes them (the one path for the API, the seed-compatible routes and the CLI), [`control`] moves
 //! them through the core's table of run moves, [`watch`] wakes whoever waits for one to change.
 
+mod active;
 mod control;
 mod create;
 mod watch;

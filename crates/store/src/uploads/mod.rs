@@ -1,15 +1,18 @@
 //! Uploads: one CSV file, stored in ONE transaction with all its leads and rejected rows, so an interrupted
 //! upload leaves nothing behind.
 //!
-//! This module holds the upload types; writing an upload is in [`writer`] (with the statement text its bulk
-//! inserts need in [`bulk`]), reading a stored upload's report and rejected rows in [`report`].
+//! This module holds the upload types; the body waits on disk in [`spool`] until its last byte has arrived,
+//! writing an upload is in [`writer`] (with the statement text its bulk inserts need in [`bulk`]), reading a
+//! stored upload's report and rejected rows in [`report`].
 
 mod bulk;
 mod report;
+mod spool;
 mod writer;
 
 use time::OffsetDateTime;
 
+pub(crate) use spool::{Spool, SpoolWriter};
 pub use writer::UploadWriter;
 
 /// A stored upload's report.

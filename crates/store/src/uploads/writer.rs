@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Sqlite, Transaction};
 use time::OffsetDateTime;
 
-use crate::{Pool, Result, Store, new_id, now};
+use crate::{Pool, Result, Store, WritePool, new_id, now};
 
 use super::UploadRecord;
 use super::bulk::{Placeholders, copy_row, values_sql};
@@ -63,13 +63,14 @@ impl std::fmt::Debug for UploadWriter {
 }
 
 impl Store {
-    /// Starts an upload: opens the transaction and creates the upload row.
+    /// Starts an upload: opens the transaction and creates the upload row. Called only once the data is at
+    /// hand (the body received, the header read): on SQLite this takes the write lock until the commit.
     pub async fn begin_upload(&self, workspace: &str, filename: Option<&str>) -> Result<UploadWriter> {
         let (id, created_at) = (new_id(), now());
         let sql = "insert into uploads (id, workspace_id, filename, created_at) values ($1, $2, $3, $4)";
         let tx = match &self.pool {
             Pool::Pg(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = WritePool::begin_write(pool).await?;
                 sqlx::query(sql)
                     .bind(&id)
                     .bind(workspace)
@@ -80,9 +81,7 @@ impl Store {
                 Tx::Pg(tx)
             }
             Pool::Sqlite(pool) => {
-                // BEGIN IMMEDIATE: take the write lock now, not at the first insert, so a concurrent writer
-                // waits on busy_timeout instead of failing with SQLITE_BUSY mid-upload.
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let mut tx = WritePool::begin_write(pool).await?;
                 sqlx::query(sql)
                     .bind(&id)
                     .bind(workspace)

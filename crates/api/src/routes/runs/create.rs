@@ -16,21 +16,96 @@ use crate::AppState;
 use crate::extract::{ApiJson, Workspace};
 use crate::problem::{ApiError, Problem};
 
-/// What to score.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+/// What to score (its schema is written by hand below: the field docs here are for Rust readers).
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"offer_id": "019abc12-3456-7def-8901-23456789abcd", "upload_id": "019abc12-0000-7def-8901-23456789abcd"}))]
 pub struct ScoreRequest {
     pub offer_id: String,
     /// Score the leads of this upload...
     pub upload_id: Option<String>,
-    /// ... or these leads ...
+    /// ... or these leads (at most 10,000) ...
+    #[serde(default, deserialize_with = "lead_ids_list")]
     pub lead_ids: Option<Vec<String>>,
     /// ... or every lead with no result for this offer and no job of it waiting or running.
     pub all_unscored: Option<bool>,
     /// Pause the run when its AI cost reaches this (USD).
     pub max_cost_usd: Option<f64>,
 }
+
+/// Most leads a run names one by one (`lead_ids`); larger selections go by upload or `all_unscored`.
+pub const MAX_LEAD_IDS: usize = 10_000;
+
+/// Reads `lead_ids`, refusing more than [`MAX_LEAD_IDS`] while reading (`null` is no list).
+fn lead_ids_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct Ids(Vec<String>);
+    impl<'de> Deserialize<'de> for Ids {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            leadscore_core::offer::capped_list(d, "lead_ids", MAX_LEAD_IDS).map(Ids)
+        }
+    }
+    Ok(Option::<Ids>::deserialize(d)?.map(|ids| ids.0))
+}
+
+/// The document's `ScoreRequest`: its fields, and a `oneOf` saying that exactly one of `upload_id`, `lead_ids` or
+/// `all_unscored: true` chooses the leads, as [`ScoreRequest::selection`] enforces (`null` is a field left out).
+impl utoipa::PartialSchema for ScoreRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, AllOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+        };
+        let or_null = |t: Type| SchemaType::from_iter([t, Type::Null]);
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        let fields = ObjectBuilder::new()
+            .property("offer_id", text())
+            .required("offer_id")
+            .property(
+                "upload_id",
+                ObjectBuilder::new()
+                    .schema_type(or_null(Type::String))
+                    .description(Some("Score the leads of this upload...")),
+            )
+            .property(
+                "lead_ids",
+                ArrayBuilder::new()
+                    .schema_type(or_null(Type::Array))
+                    .items(text())
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_LEAD_IDS))
+                    .description(Some("... or these leads ...")),
+            )
+            .property(
+                "all_unscored",
+                ObjectBuilder::new().schema_type(or_null(Type::Boolean)).description(Some(
+                    "... or every lead with no result for this offer and no job of it waiting or running.",
+                )),
+            )
+            .property(
+                "max_cost_usd",
+                ObjectBuilder::new()
+                    .schema_type(or_null(Type::Number))
+                    .exclusive_minimum(Some(0.0))
+                    .description(Some("Pause the run when its AI cost reaches this (USD).")),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let chosen =
+            |field: &str, schema: ObjectBuilder| ObjectBuilder::new().property(field, schema).required(field);
+        let selection = OneOfBuilder::new()
+            .item(chosen("upload_id", text()))
+            .item(chosen("lead_ids", ObjectBuilder::new().schema_type(Type::Array)))
+            .item(chosen(
+                "all_unscored",
+                ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([true])),
+            ));
+        AllOfBuilder::new()
+            .item(fields)
+            .item(selection)
+            .description(Some("What to score: an offer and exactly one of `upload_id`, `lead_ids` or `all_unscored: true`."))
+            .examples([serde_json::json!({"offer_id": "019abc12-3456-7def-8901-23456789abcd", "upload_id": "019abc12-0000-7def-8901-23456789abcd"})])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ScoreRequest {}
 
 impl ScoreRequest {
     fn selection(&self) -> Result<Selection, ApiError> {
@@ -78,20 +153,19 @@ pub async fn create_run(
         max_cost_usd,
         estimate: estimate.as_ref().map(|e| e as Estimate<'_>),
         idempotency,
+        max_active_runs: state.key_limits.max_active_runs(),
     };
     state.store.create_run(&new).await.map_err(|e| match e {
         StoreError::OfferNotFound => ApiError::not_found("offer", offer_id),
-        StoreError::EmptySelection => ApiError::Invalid {
-            detail: "the selection holds no lead to score".into(),
-            errors: vec![crate::problem::ProblemItem::field(
-                match selection {
-                    Selection::Upload(_) => "upload_id",
-                    Selection::Leads(_) => "lead_ids",
-                    Selection::AllUnscored => "all_unscored",
-                },
-                "no lead to score (unknown ids, or everything is already scored or queued)",
-            )],
-        },
+        // A well-formed request that the data at hand leaves nothing to do: a conflict with the current state.
+        StoreError::EmptySelection => ApiError::Conflict(format!(
+            "{}: no lead to score (unknown ids, or everything is already scored or queued for this offer)",
+            match selection {
+                Selection::Upload(_) => "upload_id",
+                Selection::Leads(_) => "lead_ids",
+                Selection::AllUnscored => "all_unscored",
+            }
+        )),
         e => e.into(),
     })
 }
@@ -119,7 +193,7 @@ fn prefer_wait(headers: &HeaderMap) -> Option<u64> {
 
 #[utoipa::path(post, path = "/v1/leads/score", tag = "runs", request_body = ScoreRequest,
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key (per workspace, kept 24 h) returns the same run instead of a new one; the same key with another body is a 422"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]([\t -~]{0,253}[!-~])?$", description = "Retrying with the same key (per workspace, kept 24 h) returns the same run instead of a new one; the same key with another body is a 422"),
         ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): wait up to N seconds (at most 60) and answer 200 with the results if the run finished"),
     ),
     responses(
@@ -127,7 +201,8 @@ fn prefer_wait(headers: &HeaderMap) -> Option<u64> {
             headers(("Location" = String, description = "URL of the run"))),
         (status = 200, description = "`Prefer: wait` honoured: the finished run and its first 1,000 results", body = RunWithResults),
         (status = 404, description = "No such offer", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad selection, no lead to score, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The selection holds no lead to score (unknown ids, or everything is already scored or queued for this offer)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad selection, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn score_leads(
     State(state): State<AppState>,

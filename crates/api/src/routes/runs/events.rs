@@ -9,10 +9,28 @@ use crate::AppState;
 use crate::extract::Workspace;
 use crate::problem::{ApiError, Problem};
 
+/// One event of the stream: OpenAPI 3.1 describes an event stream by the fields of one event.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Documentation only: the handler writes its events with axum's `Event`.
+pub struct RunEvent {
+    event: RunEventKind,
+    /// `status`: the run as JSON, as `GET /v1/runs/{id}` answers it; `error`: why the stream stopped early.
+    data: String,
+}
+
+/// `status` carries the run; `error` ends the stream when the run cannot be read any more.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum RunEventKind {
+    Status,
+    Error,
+}
+
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 200, description = "Server-Sent Events: `status` events carrying the run (as `GET /v1/runs/{id}`) \
-            whenever it changes, the last one when it finishes; then the stream ends", content_type = "text/event-stream", body = String),
+            whenever it changes, the last one when it finishes; then the stream ends", content_type = "text/event-stream", body = RunEvent),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn run_events(

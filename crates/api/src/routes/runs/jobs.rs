@@ -12,15 +12,21 @@ use crate::problem::{ApiError, Problem};
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct JobFilter {
-    /// queued, running, retrying, succeeded, failed or cancelled.
+    /// Only the jobs in this status.
+    #[param(value_type = Option<crate::doc::JobStatusName>, inline)]
     status: Option<String>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(value_type = Option<i32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobResponse {
     pub lead_id: String,
+    #[schema(inline, value_type = crate::doc::JobStatusName)]
     pub status: String,
     pub attempts: i64,
     pub max_attempts: i64,
@@ -37,7 +43,7 @@ pub struct JobPage {
     responses(
         (status = 200, description = "The run's jobs with attempts and last error", body = JobPage),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad filter (the parameter is named)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
@@ -49,7 +55,7 @@ pub async fn list_jobs(
         None => None,
         Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
             let all: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
-            ApiError::invalid_param("status", format!("must be one of {}", all.join(", ")))
+            ApiError::bad_param("status", format!("must be one of {}", all.join(", ")))
         })?),
     };
     let page = PageParams::new(f.limit, f.cursor).page()?;

@@ -81,7 +81,7 @@ pub struct Usage {
 pub struct RunResponse {
     pub id: String,
     pub offer_id: String,
-    /// queued, running, paused, blocked, cancelling, cancelled or completed.
+    #[schema(inline, value_type = crate::doc::RunStatusName)]
     pub status: String,
     pub job_counts: JobCountsBody,
     pub result_counts: ResultCountsBody,
@@ -189,7 +189,10 @@ pub struct RunPage {
 }
 
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", params(PageParams),
-    responses((status = 200, description = "Runs, oldest first", body = RunPage)))]
+    responses(
+        (status = 200, description = "Runs, oldest first", body = RunPage),
+        (status = 400, description = "Bad cursor or limit (the parameter is named)", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list_runs(
     State(state): State<AppState>,
     Workspace(ws): Workspace,

@@ -20,13 +20,20 @@ use crate::problem::{ApiError, Problem};
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ResultQuery {
-    /// High, Medium or Low.
+    /// Only results of this intent.
+    #[param(value_type = Option<crate::doc::IntentName>, inline)]
     intent: Option<String>,
-    /// Only results scoring at least this (0-100).
+    /// Only results scoring at least this.
+    #[param(value_type = Option<i32>, minimum = 0, maximum = 100)]
     min_score: Option<String>,
-    /// hybrid or rules_only.
+    /// Only results scored this way.
+    #[param(value_type = Option<crate::doc::ScoreBasisName>, inline)]
     score_basis: Option<String>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(value_type = Option<i32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     cursor: Option<String>,
 }
 
@@ -36,7 +43,7 @@ impl ResultQuery {
             None => None,
             Some(i) => Some(
                 Intent::parse(i)
-                    .ok_or_else(|| ApiError::invalid_param("intent", "must be High, Medium or Low"))?,
+                    .ok_or_else(|| ApiError::bad_param("intent", "must be High, Medium or Low"))?,
             ),
         };
         let min_score = match &self.min_score {
@@ -45,14 +52,14 @@ impl ResultQuery {
                 m.parse::<u8>()
                     .ok()
                     .filter(|m| *m <= 100)
-                    .ok_or_else(|| ApiError::invalid_param("min_score", "must be 0 to 100"))?,
+                    .ok_or_else(|| ApiError::bad_param("min_score", "must be 0 to 100"))?,
             ),
         };
         let score_basis = match &self.score_basis {
             None => None,
             Some(b) => Some(
                 ScoreBasis::parse(b)
-                    .ok_or_else(|| ApiError::invalid_param("score_basis", "must be hybrid or rules_only"))?,
+                    .ok_or_else(|| ApiError::bad_param("score_basis", "must be hybrid or rules_only"))?,
             ),
         };
         Ok(ResultFilter { intent, min_score, score_basis })
@@ -69,19 +76,22 @@ pub struct ResultResponse {
     pub company: String,
     pub industry: String,
     pub location: String,
-    /// High >= 70, Medium >= 40, else Low.
+    // A doc comment here would make utoipa wrap the inline enum in an `allOf` with `type: object`.
+    // High >= 70, Medium >= 40, else Low.
+    #[schema(inline, value_type = crate::doc::IntentName)]
     pub intent: String,
     /// 0-100.
     pub score: u8,
     pub rule_score: u8,
     #[schema(value_type = Vec<Object>)]
     pub rule_reasons: Vec<RuleReason>,
+    #[schema(inline, value_type = Option<crate::doc::IntentName>)]
     pub ai_intent: Option<String>,
     pub ai_score: Option<u8>,
     pub ai_reasoning: Option<String>,
-    /// ok, cached, skipped or failed.
+    #[schema(inline, value_type = crate::doc::AiStatusName)]
     pub ai_status: String,
-    /// hybrid or rules_only.
+    #[schema(inline, value_type = crate::doc::ScoreBasisName)]
     pub score_basis: String,
     pub flags: Vec<String>,
     /// Rule reasons and the AI's reason in one line.
@@ -138,7 +148,7 @@ pub struct ResultPage {
     responses(
         (status = 200, description = "The run's results in lead order", body = ResultPage),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad filter (the parameter is named)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_results(
     State(state): State<AppState>,
@@ -159,9 +169,26 @@ pub async fn list_results(
 /// Rows fetched per database round trip while exporting.
 const EXPORT_PAGE: u32 = 1000;
 
-#[utoipa::path(get, path = "/v1/runs/{id}/results.csv", tag = "runs", params(("id" = String, Path, description = "Run id"), ResultQuery),
+/// The parameters of the CSV exports: the listings' filters without paging (an export is every row).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only: the exports read `ResultQuery` / `CurrentQuery` and ignore paging.
+pub struct ExportFilter {
+    /// Only results of this intent.
+    #[param(value_type = Option<crate::doc::IntentName>, inline)]
+    intent: Option<String>,
+    /// Only results scoring at least this.
+    #[param(value_type = Option<i32>, minimum = 0, maximum = 100)]
+    min_score: Option<String>,
+    /// Only results scored this way.
+    #[param(value_type = Option<crate::doc::ScoreBasisName>, inline)]
+    score_basis: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}/results.csv", tag = "runs", params(("id" = String, Path, description = "Run id"), ExportFilter),
     responses(
         (status = 200, description = "The results CSV (layout in the README), streamed", content_type = "text/csv", body = String),
+        (status = 400, description = "Bad filter (the parameter is named)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn export_results(
@@ -224,13 +251,23 @@ async fn export(
 pub struct CurrentQuery {
     /// Only results for this offer.
     offer_id: Option<String>,
-    /// High, Medium or Low.
+    /// Only results of this intent.
+    #[param(value_type = Option<crate::doc::IntentName>, inline)]
     intent: Option<String>,
-    /// Only results scoring at least this (0-100).
+    /// Only results scoring at least this.
+    #[param(value_type = Option<i32>, minimum = 0, maximum = 100)]
     min_score: Option<String>,
-    /// hybrid or rules_only.
+    /// Only results scored this way.
+    #[param(value_type = Option<crate::doc::ScoreBasisName>, inline)]
     score_basis: Option<String>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(value_type = Option<i32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page (`<lead id>~<offer id>`).
+    #[param(
+        max_length = 256,
+        pattern = r"^([^\u0000-\u001f\u007f-\u009f]*~[^\u0000-\u001f\u007f-\u009f]*)?$"
+    )]
     cursor: Option<String>,
 }
 
@@ -250,7 +287,7 @@ impl CurrentQuery {
 #[utoipa::path(get, path = "/v1/results", tag = "runs", params(CurrentQuery),
     responses(
         (status = 200, description = "The current result per (lead, offer): the one from the most recently created run", body = ResultPage),
-        (status = 422, description = "Bad filter or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad filter or cursor (the parameter is named)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_current(
     State(state): State<AppState>,
@@ -268,8 +305,12 @@ pub async fn list_current(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/results.csv", tag = "runs", params(CurrentQuery),
-    responses((status = 200, description = "The current results as the results CSV, streamed", content_type = "text/csv", body = String)))]
+#[utoipa::path(get, path = "/v1/results.csv", tag = "runs",
+    params(("offer_id" = Option<String>, Query, description = "Only results for this offer"), ExportFilter),
+    responses(
+        (status = 200, description = "The current results as the results CSV, streamed", content_type = "text/csv", body = String),
+        (status = 400, description = "Bad filter (the parameter is named)", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn export_current(
     State(state): State<AppState>,
     Workspace(ws): Workspace,
