@@ -1,0 +1,1 @@
+//! The typed configuration: every option has a flag and an environment variable.
