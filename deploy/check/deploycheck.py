@@ -347,7 +347,8 @@ def cmd_compose(args):
             if source and source.startswith("."):
                 if not os.path.exists(path(source)):
                     fail(f"{COMPOSE}: service {name} mounts {source}, which does not exist")
-        for dep, cond in (s.get("depends_on") or {}).items() if isinstance(s.get("depends_on"), dict) else []:
+        deps = s.get("depends_on") or {}
+        for dep in deps if isinstance(deps, (dict, list)) else []:
             if dep not in services:
                 fail(f"{COMPOSE}: service {name} depends on unknown service {dep}")
             elif services[dep].get("profiles") and not s.get("profiles"):
@@ -359,7 +360,6 @@ def cmd_compose(args):
     for name in ["postgres", "redis", "migrate", "api", "worker"]:
         if services.get(name, {}).get("profiles"):
             fail(f"{COMPOSE}: service {name} is part of every start and must not have a profile")
-    api_deps = services.get("api", {}).get("depends_on", {})
     for name in ["api", "worker"]:
         deps = services.get(name, {}).get("depends_on", {})
         if not isinstance(deps, dict) or deps.get("migrate", {}).get("condition") != "service_completed_successfully":
@@ -369,7 +369,6 @@ def cmd_compose(args):
         grace = parse_duration(services.get(name, {}).get("stop_grace_period", "10s"))
         if grace <= drain:
             fail(f"{COMPOSE}: service {name}: stop_grace_period {grace:g}s must be above LEADSCORE_DRAIN_SECS={drain:g}")
-    del api_deps
     ok(f"services {', '.join(services)}; profiles {sorted(profiles)} (example.env turns on {sorted(active)})")
     done()
 
