@@ -2,6 +2,7 @@
 //! problem+json errors. Used by `leadscore-api` (cluster) and `leadscore serve` (embedded).
 
 pub mod compat;
+pub mod config;
 pub mod doc;
 pub mod extract;
 pub mod guard;

@@ -63,6 +63,7 @@ pub async fn run(args: &ConnectionsArgs) -> Result<()> {
 
 async fn create_key(args: &ConnectionsArgs, url: &str) -> Result<String> {
     let out = Command::new(&args.server)
+        .env("LEADSCORE_OPS_LISTEN", "127.0.0.1:0")
         .args(["keys", "create", "--database-url", url, "--name", "bench"])
         .stderr(Stdio::null())
         .output()
@@ -83,6 +84,7 @@ async fn spawn_limited(args: &ConnectionsArgs, url: &str) -> Result<(Child, Stri
         .arg(&args.server)
         .args(["serve", "--database-url", url, "--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
+        .env("LEADSCORE_OPS_LISTEN", "127.0.0.1:0")
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
         // The per-key rate limit would answer the timed requests 429: this measures connections alone.

@@ -191,6 +191,7 @@ async fn rate_limit(args: &LlmArgs, url: &str, store: &Store, offer_id: &str) ->
         for _ in 0..processes {
             children.push(
                 tokio::process::Command::new(&args.worker)
+                    .env("LEADSCORE_OPS_LISTEN", "127.0.0.1:0")
                     .env("DATABASE_URL", url)
                     .env("OPENAI_BASE_URL", format!("http://{addr}/v1"))
                     .env("OPENAI_API_KEY", "sk-bench")

@@ -241,6 +241,7 @@ pub(crate) fn worker_process(
 ) -> Result<Child> {
     let bin = bin_dir.join("leadscore-worker");
     let mut cmd = Command::new(&bin);
+    cmd.env("LEADSCORE_OPS_LISTEN", "127.0.0.1:0");
     cmd.env("DATABASE_URL", url)
         .env("LEADSCORE_CONCURRENCY", concurrency.to_string())
         .env("RUST_LOG", "warn")
@@ -417,6 +418,7 @@ async fn big_run(args: &QueueArgs, url: &str, store: &Store, pool: &PgPool, offe
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let api_bin = args.bin_dir.join("leadscore-api");
     let mut api = Command::new(&api_bin)
+        .env("LEADSCORE_OPS_LISTEN", "127.0.0.1:0")
         .env("DATABASE_URL", url)
         .env("LEADSCORE_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")

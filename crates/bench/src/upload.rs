@@ -225,6 +225,7 @@ async fn api_upload(server: &Path, url: &str, file: &Path) -> Result<(f64, u64, 
 pub(crate) async fn spawn_server(server: &Path, url: &str, envs: &[(&str, &str)]) -> Result<(Child, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = Command::new(server)
+        .env("LEADSCORE_OPS_LISTEN", "127.0.0.1:0")
         .args(["serve", "--database-url", url, "--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
         .env_remove("OPENAI_API_KEY")

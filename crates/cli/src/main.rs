@@ -1,5 +1,6 @@
 //! The `leadscore` command.
 
+mod healthcheck;
 mod keys;
 mod score;
 mod serve;
@@ -18,15 +19,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the API on an embedded SQLite file (or any DATABASE_URL).
-    Serve(serve::ServeArgs),
+    /// Run the API and a worker pool in one process, on an embedded SQLite file (or any DATABASE_URL).
+    Serve(Box<leadscore_ops::config::ServeArgs>),
     /// Score a leads CSV against an offer and write the results CSV (one-shot, no server).
-    Score(ScoreArgs),
+    Score(Box<ScoreArgs>),
     /// Apply database migrations (serve does this at start too).
     Migrate(serve::DbArgs),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Exit 0 when a leadscore process answers ready, 1 otherwise (for container health checks).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,16 +61,19 @@ struct ScoreArgs {
     /// Leads scored at once (the worker pool's concurrency).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    #[command(flatten)]
+    llm: leadscore_ops::config::LlmArgs,
 }
 
 /// Exit codes: 0 scored, 1 failed while working, 2 the input cannot be used (or `--strict` and a row was
 /// rejected). Clap's own usage errors also exit 2.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = leadscore_ops::config::parse();
     match cli.command {
-        Command::Serve(args) => serve::run_serve(&args),
+        Command::Serve(args) => serve::run_serve(*args),
         Command::Score(args) => score::run(&args),
         Command::Migrate(db) => serve::run_migrate(&db),
         Command::Keys(cmd) => keys::run(&cmd),
+        Command::Healthcheck(args) => healthcheck::run(&args),
     }
 }

@@ -18,7 +18,11 @@ fn free_port() -> u16 {
 
 fn leadscore(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_leadscore"));
-    c.args(args).env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    // Each server its own operations port: tests run side by side.
+    c.args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .env("LEADSCORE_OPS_LISTEN", "127.0.0.1:0");
     c
 }
 
@@ -106,4 +110,40 @@ fn serve_refuses_a_public_address_without_keys_and_bad_urls() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unsupported database URL"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line naming the problem: {err}");
+}
+
+#[tokio::test]
+async fn serve_has_an_operations_listener_and_healthcheck_reads_it() {
+    let dir = scratch("ops");
+    let db = format!("sqlite://{}", dir.join("leadscore.db").display());
+    let (port, ops) = (free_port(), free_port());
+    let _server = Running(
+        leadscore(&["serve", "--database-url", &db, "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--ops-listen", &format!("127.0.0.1:{ops}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_ready(&format!("http://127.0.0.1:{ops}")).await;
+    let body = reqwest::get(format!("http://127.0.0.1:{ops}/readyz"))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert!(body.contains(r#""status":"ready""#) && body.contains("schema version"), "{body}");
+
+    let check = |url: String| leadscore(&["healthcheck", &url, "--timeout-secs", "2"]).output().expect("run");
+    let out = check(format!("http://127.0.0.1:{ops}/readyz"));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let dead = free_port();
+    let out = check(format!("http://127.0.0.1:{dead}/readyz"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not ready"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check(format!("http://127.0.0.1:{ops}/no-such-page"));
+    assert_eq!(out.status.code(), Some(1), "a 404 is not ready");
 }

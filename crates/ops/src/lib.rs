@@ -3,3 +3,43 @@
 //! `/healthz`, `/readyz`). The libraries below it (store, llm) know nothing of flags or environment variables.
 
 pub mod config;
+pub mod listener;
+mod logs;
+pub mod ready;
+pub mod shutdown;
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use crate::config::TelemetryArgs;
+use crate::ready::Readiness;
+
+/// Runs a binary's main future on a multi-threaded runtime with logging set up. An error ends the process with
+/// exit status 2 and one line (`error: ...`); the future itself exits cleanly on SIGTERM.
+pub fn run<E: std::fmt::Display>(
+    binary: &'static str,
+    telemetry: &TelemetryArgs,
+    main: impl Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    logs::init(telemetry);
+    tracing::debug!(binary, "starting");
+    match runtime.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// What the operations listener serves: `/healthz`, `/readyz` (and `/metrics`).
+pub fn ops_router(readiness: Readiness) -> axum::Router {
+    listener::router(readiness)
+}

@@ -123,6 +123,27 @@ impl Store {
         Ok(new)
     }
 
+    /// Stores an operator-chosen key (`LEADSCORE_BOOTSTRAP_KEY`) in the `default` workspace unless a key with
+    /// the same secret already exists, revoked or not: a revoked bootstrap key stays revoked across restarts.
+    /// Safe to run from several processes at once (the hash is unique). Returns whether it was added.
+    pub async fn ensure_api_key(&self, name: &str, key: &str) -> Result<bool> {
+        let prefix: String = key.chars().take(PREFIX_LEN).collect();
+        let added = on_pool!(self, pool => {
+            sqlx::query(
+                "insert into api_keys (id, workspace_id, name, key_hash, prefix) values ($1, $2, $3, $4, $5) \
+                 on conflict (key_hash) do nothing")
+                .bind(new_id())
+                .bind(crate::DEFAULT_WORKSPACE)
+                .bind(name)
+                .bind(hash_key(key))
+                .bind(prefix)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(added == 1)
+    }
+
     /// The workspace of a presented key, if the key is known and not revoked. Looked up every time (see the
     /// module documentation); records the use at most once a [`LAST_USED_EVERY`].
     pub async fn workspace_for_key(&self, key: &str) -> Result<Option<String>> {

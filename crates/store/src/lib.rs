@@ -325,6 +325,31 @@ impl Store {
         Ok(())
     }
 
+    /// The newest migration this binary carries: the schema version it needs.
+    pub fn expected_schema_version(&self) -> i64 {
+        let migrations = match &self.pool {
+            Pool::Pg(_) => POSTGRES_MIGRATIONS,
+            Pool::Sqlite(_) => SQLITE_MIGRATIONS,
+        };
+        migrations.iter().map(|(v, _, _)| *v).max().unwrap_or(0)
+    }
+
+    /// The newest migration applied to the database (0 for an empty one). A newer binary may have applied
+    /// migrations this one does not know: it still runs (each migration keeps older code working), which is
+    /// what lets a rolling deploy migrate first and keep old processes ready.
+    pub async fn schema_version(&self) -> Result<i64> {
+        let sql = "select coalesce(max(version), 0) from _sqlx_migrations where success";
+        let version: Option<i64> = on_pool!(self, pool => {
+            match sqlx::query_scalar(sql).fetch_one(pool).await {
+                Ok(v) => Some(v),
+                // No migration table yet: nothing applied.
+                Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => None,
+                Err(e) => return Err(e.into()),
+            }
+        });
+        Ok(version.unwrap_or(0))
+    }
+
     /// Round trip to the database, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
         on_pool!(self, pool => { sqlx::query("select 1").execute(pool).await?; });
@@ -364,14 +389,18 @@ const SQLITE_MIGRATIONS: Migrations = &[
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr;
     use sqlx::migrate::{Migration, MigrationType, Migrator};
-    Migrator::with_migrations(
+    let mut migrator = Migrator::with_migrations(
         migrations
             .iter()
             .map(|(version, name, sql)| {
                 Migration::new(*version, (*name).into(), MigrationType::Simple, sql.into_sql_str(), false)
             })
             .collect(),
-    )
+    );
+    // Migrations a newer binary applied are not an error: during a rolling deploy the old processes restart
+    // against the new schema, which keeps working for them (see `schema_version`).
+    migrator.set_ignore_missing(true);
+    migrator
 }
 
 /// A new time-ordered id in UUIDv7 layout: 48-bit Unix milliseconds, then a per-process random prefix and a

@@ -11,7 +11,11 @@ macro_rules! both {
     };
 }
 
-both!(keys_are_listed_with_prefix_and_never_their_secret, a_revoked_key_is_refused_at_once_by_every_store);
+both!(
+    keys_are_listed_with_prefix_and_never_their_secret,
+    a_revoked_key_is_refused_at_once_by_every_store,
+    a_bootstrap_key_is_added_once_and_stays_revoked,
+);
 
 async fn keys_are_listed_with_prefix_and_never_their_secret(backend: leadscore_store::Backend) {
     let db = TestDb::new(backend).await;
@@ -79,4 +83,22 @@ async fn a_revoked_key_is_refused_at_once_by_every_store(backend: leadscore_stor
     assert!(!s.auth_enabled().await.expect("auth"), "only revoked keys left");
     assert_eq!(s.list_api_keys().await.expect("list").iter().filter(|k| k.revoked_at.is_some()).count(), 3);
     other.close().await;
+}
+
+async fn a_bootstrap_key_is_added_once_and_stays_revoked(backend: leadscore_store::Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let key = "boot_0123456789abcdef0123456789abcdef";
+    assert!(!s.auth_enabled().await.expect("auth"));
+    // Two replicas starting at once: one adds it.
+    let (a, b) = tokio::join!(s.ensure_api_key("bootstrap", key), s.ensure_api_key("bootstrap", key));
+    assert_eq!([a.expect("ensure"), b.expect("ensure")].iter().filter(|added| **added).count(), 1);
+    assert!(s.auth_enabled().await.expect("auth"));
+    assert_eq!(s.workspace_for_key(key).await.expect("lookup").as_deref(), Some(DEFAULT_WORKSPACE));
+    let keys = s.list_api_keys().await.expect("list");
+    assert_eq!((keys.len(), keys[0].prefix.as_deref()), (1, Some(&key[..12])));
+    // Revoked, then a restart ensures it again: it stays refused.
+    assert!(matches!(s.revoke_api_key("bootstrap").await.expect("revoke"), Some(Revoked::Now(_))));
+    assert!(!s.ensure_api_key("bootstrap", key).await.expect("ensure"));
+    assert_eq!(s.workspace_for_key(key).await.expect("lookup"), None);
 }

@@ -60,6 +60,24 @@ impl Default for WorkerConfig {
     }
 }
 
+impl WorkerConfig {
+    /// The pool's settings from the typed configuration, with the AI layer (`None`: rules only).
+    pub fn from_args(
+        worker: &leadscore_ops::config::WorkerArgs,
+        drain: &leadscore_ops::config::DrainArgs,
+        ai: Option<Arc<Ai>>,
+    ) -> WorkerConfig {
+        WorkerConfig {
+            concurrency: usize::from(worker.concurrency),
+            lease: Duration::from_secs(worker.lease_secs),
+            drain: drain.drain(),
+            ai,
+            job_retention: Duration::from_secs(worker.job_retention_hours.saturating_mul(3600)),
+            ..WorkerConfig::default()
+        }
+    }
+}
+
 /// Finished jobs are kept a week by default.
 pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 

@@ -266,6 +266,7 @@ async fn cost_cap_pauses_the_run(backend: Backend) {
 
 fn worker_process(db_url: &str, base: &str, key: &str, prefix: &str, rpm: &str, concurrency: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_leadscore-worker"))
+        .env("LEADSCORE_OPS_LISTEN", "127.0.0.1:0")
         .env("DATABASE_URL", db_url)
         .env("OPENAI_BASE_URL", base)
         .env("OPENAI_API_KEY", key)

@@ -13,6 +13,7 @@ const LEADS: usize = 10_000;
 
 fn worker(url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_leadscore-worker"))
+        .env("LEADSCORE_OPS_LISTEN", "127.0.0.1:0")
         .env("DATABASE_URL", url)
         .env("LEADSCORE_CONCURRENCY", "64")
         .env("LEADSCORE_LEASE_SECS", "2")

@@ -99,7 +99,7 @@ async fn score(args: &ScoreArgs) -> Result<Summary, Failure> {
     let (ai_off_reason, ai) = if args.no_ai {
         (Some("--no-ai"), None)
     } else {
-        match crate::serve::ai_from_env().map_err(unusable)? {
+        match crate::serve::ai_from_args(&args.llm).map_err(unusable)? {
             (_, Some(ai)) => (None, Some(ai)),
             (_, None) => (Some("neither OPENAI_API_KEY nor OPENAI_BASE_URL is set"), None),
         }
