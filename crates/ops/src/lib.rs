@@ -3,3 +3,4 @@
 //! `/healthz`, `/readyz`). The libraries below it (store, llm) know nothing of flags or environment variables.
 
 pub mod config;
+pub mod metrics;
