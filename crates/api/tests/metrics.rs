@@ -136,13 +136,20 @@ async fn run_and_check(metrics: &Metrics, backend: Backend) {
     assert_eq!(status, StatusCode::ACCEPTED, "{run}");
     let run_id = run["id"].as_str().expect("id").to_owned();
 
-    // What the maintenance holder exports, read while the jobs wait.
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    db.store.queue_depth().await.expect("depth").record();
-    let waiting = metrics.render();
-    assert_eq!(value(&waiting, "leadscore_queue_jobs", &[("status", "queued")]), LEADS as f64, "{waiting}");
-    assert_eq!(value(&waiting, "leadscore_queue_jobs", &[("status", "running")]), 0.0);
-    assert!(value(&waiting, "leadscore_queue_oldest_job_age_seconds", &[]) > 0.0, "{waiting}");
+    // What a process without maintenance (the API) exports when it refreshes the queue gauges, read while the
+    // jobs wait.
+    let refresher = tokio::spawn(leadscore_ops::metrics::refresh_queue_gauges(
+        db.store.clone(),
+        Duration::from_millis(50),
+    ));
+    let waiting = settled(metrics, "the waiting jobs in the queue gauges", |text| {
+        value(text, "leadscore_queue_jobs", &[("status", "queued")]) == LEADS as f64
+            && value(text, "leadscore_queue_oldest_job_age_seconds", &[]) > 0.0
+    })
+    .await;
+    assert_eq!(value(&waiting, "leadscore_queue_jobs", &[("status", "running")]), 0.0, "{waiting}");
+    refresher.abort();
+    let _ = refresher.await;
 
     // A worker pool with the AI layer; the provider's first answers are 429s.
     fake.script([Fault::RateLimited; RATE_LIMITED]);
