@@ -111,8 +111,8 @@ def image_facts(rel):
     df = dockerctx.Dockerfile(path(rel))
     facts = {"file": rel, "targets": {}, "cargo": [], "stub_script": None, "deps_copies": []}
     for run in df.of("RUN"):
-        flags, words = run.flags_and_rest()
-        script = " ".join(words) if isinstance(words, list) else words
+        # The shell script as written (quotes kept), without RUN's own --mount/--network options.
+        script = re.sub(r"^(--\S+\s+)+", "", run.args)
         for m in re.finditer(r"cargo build[^;&|]*", script):
             cmd = m.group(0).strip()
             facts["cargo"].append({"stage": run.stage, "cmd": cmd, "line": run.line})
@@ -632,6 +632,10 @@ def cmd_build(args):
     build context; and checks that the manifests-only copy of the deps stage, with its stand-in sources, is a
     workspace cargo can read."""
     target_dir, profile = os.path.split(os.path.abspath(args.bin_dir))
+    if profile not in ("debug", "release"):
+        print(f"  skip {args.bin_dir} is not a cargo target directory's debug/ or release/: the Dockerfiles' cargo "
+              f"commands are not run (point BIN_DIR at TARGET/debug to run them)")
+        return
     with tempfile.TemporaryDirectory(prefix="leadscore-deploy-build.") as tmp:
         ctx = os.path.join(tmp, "context")
         files = dockerctx.copy_context(ROOT, ctx)
@@ -652,8 +656,10 @@ def cmd_build(args):
                 r = subprocess.run(["sh", "-c", facts["stub_script"]], cwd=deps, capture_output=True, text=True)
                 if r.returncode != 0:
                     fail(f"{rel}: the deps stage's stand-in script fails: {r.stderr.strip()}")
-                r = subprocess.run(["cargo", "metadata", "--locked", "--offline", "--format-version", "1"],
-                                   cwd=deps, capture_output=True, text=True)
+                host = re.search(r"host: (\S+)", subprocess.run(["rustc", "-vV"], capture_output=True,
+                                                                  text=True).stdout).group(1)
+                r = subprocess.run(["cargo", "metadata", "--locked", "--offline", "--format-version", "1",
+                                    "--filter-platform", host], cwd=deps, capture_output=True, text=True)
                 if r.returncode != 0:
                     fail(f"{rel}: the deps stage (manifests + stand-ins) is not a workspace cargo can build: "
                          f"{r.stderr.strip()[-600:]}")

@@ -7,6 +7,7 @@ pub mod doc;
 pub mod extract;
 pub mod guard;
 pub mod limits;
+pub mod metrics;
 pub mod problem;
 pub mod routes;
 pub mod server;
@@ -117,6 +118,8 @@ pub fn app(state: AppState) -> Router {
         // Outside the per-key limits: a refused browser request costs no key lookup.
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(TraceLayer::new_for_http())
+        // Outermost, so every answer counts, refusals included; after routing, so it sees the route template.
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

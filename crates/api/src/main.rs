@@ -11,6 +11,9 @@ use leadscore_ops::ready::{self, Readiness};
 use leadscore_ops::{listener, shutdown};
 use leadscore_store::Store;
 
+/// How often the API reads the queue depth for `/metrics` (a read per unfinished run, not per job).
+const QUEUE_GAUGES_EVERY: Duration = Duration::from_secs(15);
+
 fn main() -> ExitCode {
     let cli: ApiCli = leadscore_ops::config::parse();
     let telemetry = cli.telemetry.clone();
@@ -44,6 +47,9 @@ async fn run(cli: ApiCli) -> anyhow::Result<()> {
     if let Some(key) = &cli.bootstrap_key {
         store.ensure_api_key("bootstrap", key).await.context("storing LEADSCORE_BOOTSTRAP_KEY")?;
     }
+    // Workers refresh the queue gauges where maintenance runs; the API reads them too so that a deployment
+    // without a worker still shows its backlog.
+    tokio::spawn(leadscore_ops::metrics::refresh_queue_gauges(store.clone(), QUEUE_GAUGES_EVERY));
     if !wait_for_a_key(&store, &readiness, &mut stop).await {
         return Ok(());
     }

@@ -83,8 +83,28 @@ pub struct Client {
 
 /// One failed request.
 enum CallError {
-    Status { status: u16, message: String, param: Option<String>, hint: Option<Duration> },
-    Transport(String),
+    Status {
+        status: u16,
+        message: String,
+        param: Option<String>,
+        hint: Option<Duration>,
+    },
+    /// No usable answer; `timed_out`: none within the request timeout.
+    Transport {
+        message: String,
+        timed_out: bool,
+    },
+}
+
+impl CallError {
+    /// The `status` label of `leadscore_llm_requests_total`.
+    fn label(&self) -> String {
+        match self {
+            CallError::Status { status, .. } => status.to_string(),
+            CallError::Transport { timed_out: true, .. } => "timeout".into(),
+            CallError::Transport { .. } => "error".into(),
+        }
+    }
 }
 
 impl Client {
@@ -188,7 +208,7 @@ impl Client {
                 CallError::Status { status, message, .. } => {
                     return Err(LlmError::Rejected { status, message });
                 }
-                CallError::Transport(message) => {
+                CallError::Transport { message, .. } => {
                     self.gate.failure(&message).await;
                     (message, None)
                 }
@@ -253,14 +273,35 @@ impl Client {
         body
     }
 
+    /// Sends one request and records it: its outcome, its duration, and for an answer the tokens and cost billed.
     async fn call(&self, prompt: &Prompt) -> Result<Reply, CallError> {
+        let start = Instant::now();
+        let reply = self.send(prompt).await;
+        metrics::histogram!("leadscore_llm_request_duration_seconds").record(start.elapsed().as_secs_f64());
+        let status = match &reply {
+            Ok(_) => "200".to_owned(),
+            Err(e) => e.label(),
+        };
+        metrics::counter!("leadscore_llm_requests_total", "status" => status).increment(1);
+        if let Ok(reply) = &reply {
+            let Usage { prompt_tokens, completion_tokens } = reply.usage;
+            metrics::counter!("leadscore_llm_tokens_total", "kind" => "prompt").increment(prompt_tokens);
+            metrics::counter!("leadscore_llm_tokens_total", "kind" => "completion")
+                .increment(completion_tokens);
+            // A gauge that only grows: the facade's counters hold whole numbers, and a cost is a fraction of a dollar.
+            metrics::gauge!("leadscore_llm_cost_usd_total")
+                .increment(self.config.prices.cost(prompt_tokens, completion_tokens));
+        }
+        reply
+    }
+
+    async fn send(&self, prompt: &Prompt) -> Result<Reply, CallError> {
         let mut req =
             self.http.post(format!("{}/chat/completions", self.config.base_url)).json(&self.body(prompt));
         if let Some(key) = &self.config.api_key {
             req = req.bearer_auth(key);
         }
-        let response =
-            req.send().await.map_err(|e| CallError::Transport(describe(&e, self.config.request_timeout)))?;
+        let response = req.send().await.map_err(|e| transport(&e, self.config.request_timeout))?;
         let status = response.status().as_u16();
         let hint = retry_hint(response.headers());
         if response.status().is_redirection() {
@@ -293,7 +334,7 @@ async fn read_capped(mut response: reqwest::Response, timeout: Duration) -> Resu
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| CallError::Transport(describe(&e, timeout)))? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport(&e, timeout))? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(too_large());
         }
@@ -303,7 +344,10 @@ async fn read_capped(mut response: reqwest::Response, timeout: Duration) -> Resu
 }
 
 fn too_large() -> CallError {
-    CallError::Transport(format!("the provider's answer is larger than {MAX_RESPONSE_BYTES} bytes"))
+    CallError::Transport {
+        message: format!("the provider's answer is larger than {MAX_RESPONSE_BYTES} bytes"),
+        timed_out: false,
+    }
 }
 
 fn format_name(format: u8) -> &'static str {
@@ -316,6 +360,10 @@ fn format_name(format: u8) -> &'static str {
 
 fn is_transient(status: u16) -> bool {
     matches!(status, 408 | 409 | 429) || status >= 500
+}
+
+fn transport(e: &reqwest::Error, timeout: Duration) -> CallError {
+    CallError::Transport { message: describe(e, timeout), timed_out: e.is_timeout() }
 }
 
 /// What went wrong, for job errors and logs: reqwest's text names the URL, whose user info (a proxy's

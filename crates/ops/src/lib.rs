@@ -39,7 +39,15 @@ pub fn run<E: std::fmt::Display>(
     }
 }
 
-/// What the operations listener serves: `/healthz`, `/readyz` (and `/metrics`).
+/// What the operations listener serves: `/healthz`, `/readyz` and `/metrics` (installing the process's
+/// metrics recorder; without it, logged, the rest is served).
 pub fn ops_router(readiness: Readiness) -> axum::Router {
-    listener::router(readiness)
+    match metrics::Metrics::install() {
+        Ok(m) => listener::router(readiness).merge(metrics::router(m)),
+        Err(e) => {
+            tracing::error!(error = %e, "no /metrics: the metrics recorder could not be installed");
+            listener::router(readiness)
+        }
+    }
 }
+pub mod metrics;

@@ -36,7 +36,7 @@ pub use keys::{ApiKeyInfo, LAST_USED_EVERY, NewApiKey, Revoked};
 pub use leads::LeadRecord;
 pub use maintenance::Leadership;
 pub use offers::OfferRecord;
-pub use queue::{ClaimedJob, ClaimedWork, Completion, JobRecord, NewResult, RunSnapshot};
+pub use queue::{ClaimedJob, ClaimedWork, Completion, JobRecord, NewResult, QueueDepth, RunSnapshot};
 pub use results::{ResultFilter, ResultRecord, ResultScope};
 pub use runs::{
     Control, ControlOutcome, Created, DEFAULT_MAX_ATTEMPTS, Estimate, IdempotencyKey, JobCounts, NewRun,
@@ -373,6 +373,7 @@ const POSTGRES_MIGRATIONS: Migrations = &[
     (7, "states", include_str!("../../../migrations/postgres/0007_states.sql")),
     (8, "key_revocation", include_str!("../../../migrations/postgres/0008_key_revocation.sql")),
     (9, "current_results", include_str!("../../../migrations/postgres/0009_current_results.sql")),
+    (11, "unfinished_runs", include_str!("../../../migrations/postgres/0011_unfinished_runs.sql")),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
@@ -384,6 +385,7 @@ const SQLITE_MIGRATIONS: Migrations = &[
     (7, "states", include_str!("../../../migrations/sqlite/0007_states.sql")),
     (8, "key_revocation", include_str!("../../../migrations/sqlite/0008_key_revocation.sql")),
     (9, "current_results", include_str!("../../../migrations/sqlite/0009_current_results.sql")),
+    (11, "unfinished_runs", include_str!("../../../migrations/sqlite/0011_unfinished_runs.sql")),
 ];
 
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {

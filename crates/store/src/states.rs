@@ -83,6 +83,12 @@ pub(crate) static CLAIMABLE_RUNS: LazyLock<String> =
 pub(crate) static FINISHED_RUNS: LazyLock<String> =
     LazyLock::new(|| list(&RunStatus::FINISHED, RunStatus::as_str));
 
+/// `'queued', 'running', 'paused', 'blocked', 'cancelling'`: runs not finished (the predicate of `runs_unfinished`).
+pub(crate) static UNFINISHED_RUNS: LazyLock<String> = LazyLock::new(|| {
+    let unfinished: Vec<RunStatus> = RunStatus::ALL.into_iter().filter(|s| !s.is_finished()).collect();
+    list(&unfinished, RunStatus::as_str)
+});
+
 /// `'queued', 'running', 'retrying'`: jobs that keep their run open (the predicate of `jobs_open`).
 pub(crate) static OPEN_JOBS: LazyLock<String> = LazyLock::new(|| list(&JobStatus::OPEN, JobStatus::as_str));
 
@@ -133,6 +139,17 @@ mod tests {
             format!("where status in ({})", *CLAIMABLE_JOBS),
             format!("where status in ({})", *OPEN_JOBS),
         ] {
+            assert!(migration.contains(&predicate), "no partial index with `{predicate}`");
+        }
+    }
+
+    #[test]
+    fn unfinished_runs_match_the_partial_index_of_migration_0011() {
+        for migration in [
+            include_str!("../../../migrations/postgres/0011_unfinished_runs.sql"),
+            include_str!("../../../migrations/sqlite/0011_unfinished_runs.sql"),
+        ] {
+            let predicate = format!("where status in ({})", *UNFINISHED_RUNS);
             assert!(migration.contains(&predicate), "no partial index with `{predicate}`");
         }
     }

@@ -33,6 +33,7 @@ both_backends!(
     list_runs_carries_tallies,
     the_pager_reads_every_result_once,
     a_watch_wakes_on_the_run_finishing,
+    queue_depth_counts_unfinished_runs_and_due_jobs,
 );
 
 const WS: &str = DEFAULT_WORKSPACE;
@@ -753,4 +754,52 @@ async fn a_watch_wakes_on_the_run_finishing(backend: Backend) {
     assert_eq!(finished.status, RunStatus::Completed);
     assert!(finished.finished_at.is_some());
     assert_eq!(writer.await.expect("writer"), 1);
+}
+
+/// (queued, running, retrying, failed) of the queue-depth reading, and whether a job is due.
+async fn depth(s: &Store) -> ((i64, i64, i64, i64), bool) {
+    use leadscore_core::JobStatus;
+    let d = s.queue_depth().await.expect("depth");
+    let by = |status| d.get(status);
+    let counts =
+        (by(JobStatus::Queued), by(JobStatus::Running), by(JobStatus::Retrying), by(JobStatus::Failed));
+    (counts, d.oldest_due > Duration::ZERO)
+}
+
+/// The queue gauges' reading: jobs of unfinished runs by status (paused runs included, finished runs not), and
+/// how long the oldest claimable job has waited (jobs of paused runs and retries not yet due do not count).
+async fn queue_depth_counts_unfinished_runs_and_due_jobs(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    assert_eq!(depth(s).await, ((0, 0, 0, 0), false), "an empty queue");
+    let (offer, upload) = seed(s, 6).await;
+    let a = create(s, &offer, Selection::Upload(upload)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(depth(s).await, ((6, 0, 0, 0), true));
+
+    let jobs = s.claim_jobs("w", 2, Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(depth(s).await, ((4, 2, 0, 0), true));
+    let failed = |job: &leadscore_store::ClaimedJob, retry_in| Completion::Failed {
+        job: job.clone(),
+        error: "boom".into(),
+        retry_in,
+        spent: RunUsage::default(),
+    };
+    let done = [failed(&jobs[0], None), failed(&jobs[1], Some(Duration::from_secs(3600)))];
+    assert_eq!(s.complete_jobs("w", &done).await.expect("complete"), 2);
+    assert_eq!(depth(s).await, ((4, 0, 1, 1), true));
+
+    let paused = s.control_run(WS, &a.id, Control::Pause).await.expect("pause");
+    assert!(matches!(paused, Some(ControlOutcome::Applied(_))), "{paused:?}");
+    assert_eq!(depth(s).await, ((4, 0, 1, 1), false), "a paused run's jobs wait, but none is claimable");
+
+    let (offer2, upload2) = seed(s, 3).await;
+    create(s, &offer2, Selection::Upload(upload2)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(depth(s).await, ((7, 0, 1, 1), true));
+    assert_eq!(score_all(s).await, 3, "only the second run is claimable");
+    assert_eq!(depth(s).await, ((4, 0, 1, 1), false), "a completed run's jobs are not counted");
+
+    s.control_run(WS, &a.id, Control::Resume).await.expect("resume");
+    assert_eq!(depth(s).await, ((4, 0, 1, 1), true), "resumed: its queued jobs are due again");
 }

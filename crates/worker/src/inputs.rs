@@ -68,6 +68,8 @@ async fn run_context(
 pub(crate) struct Done {
     pub(crate) completion: Completion,
     pub(crate) cache: Option<(String, AiVerdict)>,
+    /// When its claim returned: the job's duration runs from here to its completion written.
+    pub(crate) claimed: std::time::Instant,
 }
 
 pub(crate) type AiInput = Option<(ai::Prepared, Option<AiVerdict>)>;
@@ -91,6 +93,8 @@ pub(crate) async fn prepare_ai(
         .map(|p| {
             p.map(|p| {
                 let hit = cached.remove(&p.key);
+                let result = if hit.is_some() { "hit" } else { "miss" };
+                metrics::counter!("leadscore_llm_cache_requests_total", "result" => result).increment(1);
                 (p, hit)
             })
         })

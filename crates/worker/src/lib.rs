@@ -156,6 +156,8 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
             }
         };
         idle = jobs.is_empty();
+        let claimed = std::time::Instant::now();
+        metrics::counter!("leadscore_jobs_claimed_total").increment(jobs.len() as u64);
         lock(&held).extend(jobs.iter().map(|w| key(&w.job)));
         if jobs.is_empty() {
             drop(reserved);
@@ -178,7 +180,7 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
                 slot = slots.clone().acquire_owned() => slot.ok(),
             };
             let Some(slot) = slot else {
-                let _ = done_tx.send(release(job, input)).await;
+                let _ = done_tx.send(release(job, input, claimed)).await;
                 break;
             };
             let done = done_tx.clone();
@@ -192,12 +194,12 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
                         (Ok((ctx, lead)), Some(ai), Some((prep, cached))) => {
                             let rule = ctx.rules.score(&lead);
                             let (completion, cache) = ai.score(&store, job, prep, cached, rule).await;
-                            Done { completion, cache }
+                            Done { completion, cache, claimed }
                         }
                         (Ok((ctx, lead)), _, _) => {
-                            Done { completion: score_rules_only(job, &ctx, &lead), cache: None }
+                            Done { completion: score_rules_only(job, &ctx, &lead), cache: None, claimed }
                         }
-                        (Err(completion), _, _) => Done { completion, cache: None },
+                        (Err(completion), _, _) => Done { completion, cache: None, claimed },
                     };
                     let _ = done.send(done_job).await;
                     drop((slot, lease));
@@ -206,7 +208,7 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
             );
         }
         for (_, (job, input)) in inputs {
-            let _ = done_tx.send(release(job, input)).await;
+            let _ = done_tx.send(release(job, input, claimed)).await;
         }
     }
     tracing::info!(worker = %config.id, "draining: no new claims");
@@ -252,7 +254,7 @@ async fn wait_true(shutdown: &mut watch::Receiver<bool>) {
 
 /// A job leased ahead that will not be started (the pool is shutting down): back to the queue now, its attempt
 /// given back, rather than when its lease expires.
-fn release(job: ClaimedJob, input: inputs::JobInput) -> Done {
+fn release(job: ClaimedJob, input: inputs::JobInput, claimed: std::time::Instant) -> Done {
     let completion = match input {
         Err(completion) => completion,
         Ok(_) => Completion::Deferred {
@@ -262,7 +264,7 @@ fn release(job: ClaimedJob, input: inputs::JobInput) -> Done {
             spent: leadscore_store::RunUsage::default(),
         },
     };
-    Done { completion, cache: None }
+    Done { completion, cache: None, claimed }
 }
 
 /// What every job of a run shares: its workspace (verdicts are cached per workspace), its offer snapshot with

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use leadscore_store::{Leadership, Store};
+use leadscore_store::{Leadership, QueueDepth, Store};
 use tracing::Instrument;
 
 use crate::{Ai, Held, WorkerConfig, lock};
@@ -39,6 +39,9 @@ pub(crate) async fn listen(store: Store) {
 /// How often the maintenance leader compacts tallies, rescues leases and finishes runs.
 const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// The queue gauges are refreshed every this many upkeep ticks (and on the first).
+const QUEUE_GAUGES_EVERY: u64 = 5;
+
 /// Renews this pool's leases (every third of the lease) and, while this process leads maintenance, does the
 /// upkeep shared by all processes (see [`shared_upkeep`]). Runs until the pool aborts it after draining: leases
 /// must be renewed while in-flight jobs finish.
@@ -70,11 +73,16 @@ pub(crate) async fn maintain(store: Store, config: WorkerConfig, held: Held) {
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "maintenance leadership check failed"),
         }
+        // Another process leads now (or may): it exports the queue gauges; this one must not keep an old reading.
+        if was_leader && !leadership.is_leader() {
+            QueueDepth::record_none();
+        }
     }
 }
 
-/// Rescues expired leases, finishes idle runs and compacts run tallies every tick; every minute also prunes
-/// finished jobs past their retention and expired cached verdicts.
+/// Rescues expired leases, finishes idle runs and compacts run tallies every tick; every few seconds reads the
+/// queue's depth into its gauges (for the whole cluster: only the leader does); every minute also prunes finished
+/// jobs past their retention and expired cached verdicts.
 async fn shared_upkeep(store: &Store, config: &WorkerConfig, ticks: u64) {
     let span = tracing::debug_span!("upkeep", tick = ticks);
     async {
@@ -88,6 +96,12 @@ async fn shared_upkeep(store: &Store, config: &WorkerConfig, ticks: u64) {
         }
         if let Err(e) = store.compact_tallies().await {
             tracing::warn!(error = %e, "compacting run tallies failed");
+        }
+        if ticks.is_multiple_of(QUEUE_GAUGES_EVERY) {
+            match store.queue_depth().await {
+                Ok(depth) => depth.record(),
+                Err(e) => tracing::warn!(error = %e, "reading the queue depth failed"),
+            }
         }
         if !ticks.is_multiple_of(60) {
             return;

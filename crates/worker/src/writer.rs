@@ -1,9 +1,9 @@
 //! The pool's completion writer: batches what finished while the previous batch was written, stores fresh
 //! verdicts in the cache, writes the batch (retrying until the database takes it) and pauses runs over budget.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use leadscore_core::AiVerdict;
+use leadscore_core::{AiVerdict, JobEvent};
 use leadscore_store::{Completion, Store};
 use tokio::sync::mpsc;
 
@@ -35,9 +35,11 @@ pub(crate) async fn write_completions(
             }
         }
         let mut batch = Vec::with_capacity(received.len());
+        let mut claimed = Vec::with_capacity(received.len());
         let mut entries = Vec::new();
         for done in received.drain(..) {
             batch.push(done.completion);
+            claimed.push(done.claimed);
             entries.extend(done.cache);
         }
         // One entry per key, in key order: concurrent writers lock cache rows in the same order (no deadlock),
@@ -45,7 +47,8 @@ pub(crate) async fn write_completions(
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         entries.dedup_by(|a, b| a.0 == b.0);
         let (store, config, contexts, held) = (store.clone(), config.clone(), contexts.clone(), held.clone());
-        writes.spawn(async move { write_batch(&store, &config, batch, entries, &contexts, &held).await });
+        let done = Written { batch, claimed };
+        writes.spawn(async move { write_batch(&store, &config, done, entries, &contexts, &held).await });
     }
     while let Some(write) = writes.join_next().await {
         log_panic(Some(write));
@@ -59,11 +62,17 @@ fn log_panic(write: Option<Result<(), tokio::task::JoinError>>) {
     }
 }
 
+/// A batch of completions and when each one's job was claimed.
+struct Written {
+    batch: Vec<Completion>,
+    claimed: Vec<Instant>,
+}
+
 /// Stores one batch's fresh verdicts, then writes its completions, retrying until the database takes them.
 async fn write_batch(
     store: &Store,
     config: &WorkerConfig,
-    batch: Vec<Completion>,
+    Written { batch, claimed }: Written,
     entries: Vec<(String, AiVerdict)>,
     contexts: &RunCache,
     held: &Held,
@@ -80,6 +89,7 @@ async fn write_batch(
                     held.remove(&key(c.job()));
                 }
                 drop(held);
+                record_outcomes(&batch, &claimed);
                 if applied < batch.len() as u64 {
                     tracing::info!(
                         stale = batch.len() as u64 - applied,
@@ -97,6 +107,28 @@ async fn write_batch(
         }
     }
     pause_over_budget(store, contexts, &batch).await;
+}
+
+/// Counts each completion of a written batch by its outcome, and the duration of each attempt that ran. A
+/// completion the store ignored (its lease was lost meanwhile, which is rare) is counted too: the batch's
+/// statement does not say which ones it applied.
+fn record_outcomes(batch: &[Completion], claimed: &[Instant]) {
+    let mut counts = [0u64; 3];
+    for (c, at) in batch.iter().zip(claimed) {
+        let slot = match c.event() {
+            JobEvent::Succeed => 0,
+            JobEvent::FailFinal => 1,
+            JobEvent::FailRetryable => 2,
+            // Deferred or released: the job did not run, and spent no attempt.
+            _ => continue,
+        };
+        counts[slot] += 1;
+        metrics::histogram!("leadscore_job_duration_seconds").record(at.elapsed().as_secs_f64());
+    }
+    let [succeeded, failed, retried] = counts;
+    metrics::counter!("leadscore_jobs_succeeded_total").increment(succeeded);
+    metrics::counter!("leadscore_jobs_failed_total").increment(failed);
+    metrics::counter!("leadscore_jobs_retried_total").increment(retried);
 }
 
 /// Pauses the runs of `batch` that have a cost cap and reached it (only capped runs are summed).

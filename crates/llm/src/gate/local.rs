@@ -109,6 +109,7 @@ impl LocalGate {
             let reason = format!("{FAILURES_TO_OPEN} provider failures in a row, the last: {what}");
             tracing::warn!(cool_down = ?COOL_DOWN, "{reason}; pausing AI calls");
             b.open_until = Some((Instant::now() + COOL_DOWN, reason));
+            super::breaker_open(true);
         }
     }
 }

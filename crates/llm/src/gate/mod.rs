@@ -74,13 +74,19 @@ impl Gate {
     /// Waits until one request of about `tokens` tokens fits the budget. Errors at once when the breaker is
     /// open; when Redis is unreachable it keeps waiting (fail closed) until `give_up_at`.
     pub async fn acquire(&self, tokens: u32, give_up_at: Instant) -> Result<(), GateError> {
+        let start = Instant::now();
         loop {
             let wait = match self {
                 Gate::Local(g) => g.try_acquire(tokens),
                 Gate::Redis(g) => g.try_acquire(tokens).await,
             };
             let wait = match wait {
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    breaker_open(false);
+                    metrics::histogram!("leadscore_llm_limiter_wait_seconds")
+                        .record(start.elapsed().as_secs_f64());
+                    return Ok(());
+                }
                 Ok(Some(wait)) => wait,
                 Err(GateError::Unavailable(e)) => {
                     if Instant::now() >= give_up_at {
@@ -89,7 +95,10 @@ impl Gate {
                     tracing::warn!(error = %e, "rate limiter unreachable; AI calls wait (fail closed)");
                     Duration::from_secs(1)
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    breaker_open(matches!(e, GateError::Blocked(_)));
+                    return Err(e);
+                }
             };
             // Short naps, so that a breaker opened meanwhile is seen before sending.
             tokio::time::sleep(wait.min(Duration::from_millis(250))).await;
@@ -106,6 +115,7 @@ impl Gate {
 
     /// Opens the breaker until a restart or [`Gate::reset`]: the key or the model was rejected.
     pub async fn trip(&self, reason: &str) {
+        breaker_open(true);
         match self {
             Gate::Local(g) => g.breaker().fatal = Some(reason.to_owned()),
             Gate::Redis(g) => g.log(g.trip(reason).await),
@@ -131,21 +141,28 @@ impl Gate {
     /// Closes the breaker (configuration fixed, or an operator resumed).
     pub async fn reset(&self) -> Result<(), GateError> {
         match self {
-            Gate::Local(g) => {
-                *g.breaker() = Breaker::default();
-                Ok(())
-            }
-            Gate::Redis(g) => g.reset().await,
+            Gate::Local(g) => *g.breaker() = Breaker::default(),
+            Gate::Redis(g) => g.reset().await?,
         }
+        breaker_open(false);
+        Ok(())
     }
 
     /// The breaker's state: `Some` when open.
     pub async fn blocked(&self) -> Result<Option<Blocked>, GateError> {
-        match self {
-            Gate::Local(g) => Ok(g.blocked()),
-            Gate::Redis(g) => g.blocked().await,
-        }
+        let blocked = match self {
+            Gate::Local(g) => g.blocked(),
+            Gate::Redis(g) => g.blocked().await?,
+        };
+        breaker_open(blocked.is_some());
+        Ok(blocked)
     }
+}
+
+/// The breaker state as this process last saw it (`leadscore_llm_breaker_open`). With Redis the breaker is
+/// shared, so a process learns it opened elsewhere at its next request or readiness check.
+pub(crate) fn breaker_open(open: bool) {
+    metrics::gauge!("leadscore_llm_breaker_open").set(if open { 1.0 } else { 0.0 });
 }
 
 /// Requests allowed back to back: a tenth of a second's worth, so a limit enforced by the provider over any

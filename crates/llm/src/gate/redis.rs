@@ -165,6 +165,7 @@ impl RedisGate {
             .map_err(unavailable)?;
         if n >= i64::from(FAILURES_TO_OPEN) {
             tracing::warn!(cool_down = ?COOL_DOWN, "{reason}; pausing AI calls in every worker");
+            super::breaker_open(true);
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! ([`postgres`], [`sqlite`]) with the same function names, and [`Store`] picks one per call. What the two
 //! share (finishing idle runs, reading jobs) is written once here.
 
+mod depth;
 mod postgres;
 mod result_row;
 mod sqlite;
@@ -15,6 +16,8 @@ use std::time::Duration;
 
 use leadscore_core::{JobEvent, JobStatus, RunEvent, Scoring};
 use sqlx::types::Json;
+
+pub use depth::QueueDepth;
 
 use crate::states::{OPEN_JOBS, job_status, run_guard, run_target};
 use crate::{Pool, Result, RunUsage, Store, now_millis, on_pool};
@@ -261,10 +264,12 @@ impl Store {
     /// all their attempts. Safe to run from any worker at any time.
     pub async fn rescue_expired(&self) -> Result<u64> {
         let now = now_millis();
-        match &self.pool {
-            Pool::Pg(pool) => postgres::rescue(pool, now).await,
-            Pool::Sqlite(pool) => sqlite::rescue(pool, now).await,
-        }
+        let rescued = match &self.pool {
+            Pool::Pg(pool) => postgres::rescue(pool, now).await?,
+            Pool::Sqlite(pool) => sqlite::rescue(pool, now).await?,
+        };
+        metrics::counter!("leadscore_jobs_rescued_total").increment(rescued);
+        Ok(rescued)
     }
 
     /// Marks runs whose jobs are all finished as completed, and cancelling runs whose last job finished as

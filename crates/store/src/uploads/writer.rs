@@ -217,6 +217,11 @@ impl UploadWriter {
             tx.commit().await?;
         });
         self.store.analyze_after_bulk_write("leads", self.accepted).await;
+        // Counted once the upload is stored: an interrupted or refused one stores (and counts) nothing.
+        metrics::counter!("leadscore_upload_rows_total", "outcome" => "accepted")
+            .increment(self.accepted as u64);
+        metrics::counter!("leadscore_upload_rows_total", "outcome" => "rejected")
+            .increment(self.rejected as u64);
         Ok(UploadRecord {
             id: self.id,
             filename: self.filename,
