@@ -12,7 +12,7 @@ use leadscore_ops::{listener, shutdown};
 use leadscore_store::Store;
 
 /// How often the API reads the queue depth for `/metrics` (a read per unfinished run, not per job).
-const QUEUE_GAUGES_EVERY: Duration = Duration::from_secs(15);
+const QUEUE_GAUGES_EVERY: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli: ApiCli = leadscore_ops::config::parse();
