@@ -306,7 +306,7 @@ def cmd_compose(args):
     with open(path(COMPOSE), encoding="utf-8") as f:
         text = f.read()
     raw = yaml.safe_load(text)
-    # Without a bootstrap key compose refuses to start (instead of an API that exits again and again).
+    # Without a bootstrap key compose refuses to start (instead of an API that stays unready without a key).
     try:
         interpolate(raw, {k: v for k, v in env.items() if k != "LEADSCORE_BOOTSTRAP_KEY"})
         fail(f"{COMPOSE}: the api's LEADSCORE_BOOTSTRAP_KEY must be required (${{LEADSCORE_BOOTSTRAP_KEY:?...}})")
