@@ -59,6 +59,42 @@ def psql(url, sql):
     return r.stdout.strip()
 
 
+def redis_delete_prefix(url, prefix):
+    """Deletes the keys this check's processes wrote (the verdict cache keeps them for days otherwise)."""
+    rest = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, _, port = rest.partition(":")
+    with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=5) as s:
+        f = s.makefile("rb")
+
+        def command(*words):
+            s.sendall(b"".join([f"*{len(words)}\r\n".encode()] +
+                               [f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words]))
+            return read(f)
+
+        cursor = "0"
+        while True:
+            cursor, keys = command("SCAN", cursor, "MATCH", prefix + "*", "COUNT", "1000")
+            cursor = cursor.decode()
+            if keys:
+                command("DEL", *[k.decode() for k in keys])
+            if cursor == "0":
+                return
+
+
+def read(f):
+    """One RESP reply."""
+    line = f.readline().rstrip(b"\r\n")
+    kind, body = line[:1], line[1:]
+    if kind == b"*":
+        return [read(f) for _ in range(int(body))]
+    if kind == b"$":
+        n = int(body)
+        return None if n < 0 else f.read(n + 2)[:-2]
+    if kind == b"-":
+        raise OSError(body.decode())
+    return body
+
+
 class TraceSink:
     """An OTLP/HTTP endpoint that accepts everything and counts the trace exports it received."""
 
@@ -464,6 +500,10 @@ def run(args):
     finally:
         procs.stop_all()
         sink.close()
+        try:
+            redis_delete_prefix(redis_url, f"deploy-check-{os.getpid()}:")
+        except OSError as e:
+            print(f"  note: could not delete this run's Redis keys: {e}")
         try:
             psql(f"{server}/postgres", f'drop database if exists "{db}" with (force)')
         except RuntimeError as e:
