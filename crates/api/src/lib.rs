@@ -7,7 +7,7 @@ pub mod doc;
 pub mod extract;
 pub mod guard;
 pub mod limits;
-pub mod metrics;
+pub mod observe;
 pub mod problem;
 pub mod routes;
 pub mod server;
@@ -19,7 +19,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use leadscore_store::Store;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -117,9 +116,9 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::admit))
         // Outside the per-key limits: a refused browser request costs no key lookup.
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
-        .layer(TraceLayer::new_for_http())
-        // Outermost, so every answer counts, refusals included; after routing, so it sees the route template.
-        .layer(axum::middleware::from_fn(metrics::track))
+        // Outermost, so every answer counts and is traced, refusals included; after routing, so it sees the
+        // route template.
+        .layer(axum::middleware::from_fn(observe::track))
         .with_state(state)
 }
 

@@ -1,6 +1,6 @@
 //! The `leadscore-api` process in cluster mode: without a key it waits, not ready, instead of exiting (an
 //! orchestrator would restart it in a loop); `LEADSCORE_BOOTSTRAP_KEY` gives it one without a manual step, and
-//! that key is never printed.
+//! that key is never printed. Its log is JSON lines when standard error is not a terminal, text when asked for.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +14,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
 }
 
+/// `leadscore-api` logging to `log`: in the default format (JSON, since it is a file) with a bootstrap key, as
+/// text without one.
 fn api(url: &str, port: u16, ops: u16, bootstrap: Option<&str>, log: &std::path::Path) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_leadscore-api"));
     c.env_clear()
@@ -23,9 +25,10 @@ fn api(url: &str, port: u16, ops: u16, bootstrap: Option<&str>, log: &std::path:
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log"));
-    if let Some(key) = bootstrap {
-        c.env("LEADSCORE_BOOTSTRAP_KEY", key);
-    }
+    match bootstrap {
+        Some(key) => c.env("LEADSCORE_BOOTSTRAP_KEY", key),
+        None => c.env("LEADSCORE_LOG_FORMAT", "text"),
+    };
     c.spawn().expect("spawn leadscore-api")
 }
 
@@ -80,7 +83,10 @@ async fn without_a_key_the_api_waits_not_ready_until_one_exists() {
     until("ready", format!("http://127.0.0.1:{ops}/readyz"), None, |s, _| s == 200).await;
     until("the API", format!("http://127.0.0.1:{port}/v1/offers"), Some(&key), |s, _| s == 200).await;
     stop(child);
+    let printed = std::fs::read_to_string(&log).expect("log");
     let _ = std::fs::remove_file(&log);
+    assert!(printed.lines().any(|l| l.contains(" ERROR ") && l.contains("no API key exists")), "{printed}");
+    assert!(printed.lines().all(|l| !l.starts_with('{')), "text, not JSON: {printed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,4 +107,12 @@ async fn a_bootstrap_key_starts_the_api_and_is_never_printed() {
     let printed = std::fs::read_to_string(&log).expect("log");
     let _ = std::fs::remove_file(&log);
     assert!(!printed.contains(BOOTSTRAP_KEY) && !printed.contains(&BOOTSTRAP_KEY[12..]), "{printed}");
+    let lines: Vec<&str> = printed.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{printed}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["target"].is_string(), "{line}");
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use leadscore_core::AiVerdict;
 use leadscore_core::prompt::{Prompt, reply_schema};
@@ -139,8 +140,19 @@ impl Client {
             calls: 0,
             latency: Duration::ZERO,
         };
-        attempt.result = self.tries(prompt, give_up_at, &mut attempt.usage, &mut attempt.calls).await;
+        let span = tracing::info_span!(
+            "llm_call",
+            model = %self.config.model,
+            requests = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        attempt.result = self
+            .tries(prompt, give_up_at, &mut attempt.usage, &mut attempt.calls)
+            .instrument(span.clone())
+            .await;
         attempt.latency = start.elapsed();
+        span.record("requests", attempt.calls);
+        span.record("outcome", if attempt.result.is_ok() { "verdict" } else { "error" });
         attempt
     }
 
@@ -155,7 +167,8 @@ impl Client {
         let mut backoff = Backoff::new();
         let (mut tries, mut invalid_seen, mut adaptations) = (0u32, false, 0u32);
         loop {
-            self.gate.acquire(tokens, give_up_at).await.map_err(|e| match e {
+            let wait = tracing::info_span!("rate_limit_wait", tokens);
+            self.gate.acquire(tokens, give_up_at).instrument(wait).await.map_err(|e| match e {
                 GateError::Blocked(b) => LlmError::Blocked(b),
                 GateError::Unavailable(e) => LlmError::Unavailable(e),
             })?;
@@ -276,11 +289,23 @@ impl Client {
     /// Sends one request and records it: its outcome, its duration, and for an answer the tokens and cost billed.
     async fn call(&self, prompt: &Prompt) -> Result<Reply, CallError> {
         let start = Instant::now();
-        let reply = self.send(prompt).await;
+        let span = tracing::info_span!(
+            "llm_request",
+            otel.kind = "client",
+            http.request.method = "POST",
+            http.response.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let reply = self.send(prompt).instrument(span.clone()).await;
         metrics::histogram!("leadscore_llm_request_duration_seconds").record(start.elapsed().as_secs_f64());
         let status = match &reply {
             Ok(_) => "200".to_owned(),
             Err(e) => e.label(),
+        };
+        match &reply {
+            Ok(_) => span.record("http.response.status_code", 200),
+            Err(CallError::Status { status, .. }) => span.record("http.response.status_code", *status),
+            Err(_) => span.record("error", status.as_str()),
         };
         metrics::counter!("leadscore_llm_requests_total", "status" => status).increment(1);
         if let Ok(reply) = &reply {

@@ -232,10 +232,10 @@ pub struct TelemetryArgs {
     #[arg(long, env = "LEADSCORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
     /// Which log lines to write (`tracing` filter syntax).
-    #[arg(long, env = "RUST_LOG", default_value = "info,sqlx=warn")]
+    #[arg(long, env = "RUST_LOG", default_value = "info,sqlx=warn", value_parser = log_filter)]
     pub log_filter: String,
     /// OTLP/HTTP endpoint spans are exported to (e.g. `http://otel-collector:4318`); no export without it.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", hide_env_values = true)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", hide_env_values = true, value_parser = otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
     /// The `service.name` of exported spans (default: the binary's name).
     #[arg(long, env = "OTEL_SERVICE_NAME")]
@@ -344,6 +344,14 @@ fn bootstrap_key(s: &str) -> Result<String, String> {
         ));
     }
     Ok(key.to_owned())
+}
+
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
+}
+
+fn otlp_endpoint(s: &str) -> Result<String, String> {
+    crate::telemetry::traces_url(s).map(|_| s.trim().to_owned()).map_err(|e| e.reason().to_owned())
 }
 
 /// Parses the command line and environment of binary `C`. A usage error, `--help` or `--version` exits here;

@@ -4,9 +4,9 @@
 
 pub mod config;
 pub mod listener;
-mod logs;
 pub mod ready;
 pub mod shutdown;
+pub mod telemetry;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -14,8 +14,9 @@ use std::process::ExitCode;
 use crate::config::TelemetryArgs;
 use crate::ready::Readiness;
 
-/// Runs a binary's main future on a multi-threaded runtime with logging set up. An error ends the process with
-/// exit status 2 and one line (`error: ...`); the future itself exits cleanly on SIGTERM.
+/// Runs a binary's main future on a multi-threaded runtime with logs and traces set up (spans still queued are
+/// exported before it returns). An error ends the process with exit status 2 and one line (`error: ...`); the
+/// future itself exits cleanly on SIGTERM.
 pub fn run<E: std::fmt::Display>(
     binary: &'static str,
     telemetry: &TelemetryArgs,
@@ -28,9 +29,19 @@ pub fn run<E: std::fmt::Display>(
             return ExitCode::from(1);
         }
     };
-    logs::init(telemetry);
+    let guard = match telemetry::init(telemetry, binary) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     tracing::debug!(binary, "starting");
-    match runtime.block_on(main) {
+    let result = runtime.block_on(main);
+    // The runtime first: its tasks' spans end as they are dropped, and the guard exports them.
+    drop(runtime);
+    drop(guard);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -374,6 +374,7 @@ const POSTGRES_MIGRATIONS: Migrations = &[
     (8, "key_revocation", include_str!("../../../migrations/postgres/0008_key_revocation.sql")),
     (9, "current_results", include_str!("../../../migrations/postgres/0009_current_results.sql")),
     (11, "unfinished_runs", include_str!("../../../migrations/postgres/0011_unfinished_runs.sql")),
+    (12, "run_trace", include_str!("../../../migrations/postgres/0012_run_trace.sql")),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
@@ -386,6 +387,7 @@ const SQLITE_MIGRATIONS: Migrations = &[
     (8, "key_revocation", include_str!("../../../migrations/sqlite/0008_key_revocation.sql")),
     (9, "current_results", include_str!("../../../migrations/sqlite/0009_current_results.sql")),
     (11, "unfinished_runs", include_str!("../../../migrations/sqlite/0011_unfinished_runs.sql")),
+    (12, "run_trace", include_str!("../../../migrations/sqlite/0012_run_trace.sql")),
 ];
 
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {

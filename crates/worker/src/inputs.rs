@@ -59,6 +59,7 @@ async fn run_context(
         rules: Rules::for_offer(&snap.offer),
         offer: snap.offer,
         max_cost_usd: snap.max_cost_usd,
+        traceparent: snap.traceparent,
     });
     lock(cache).insert(run_id.to_owned(), ctx.clone());
     Ok(Some(ctx))
@@ -70,6 +71,27 @@ pub(crate) struct Done {
     pub(crate) cache: Option<(String, AiVerdict)>,
     /// When its claim returned: the job's duration runs from here to its completion written.
     pub(crate) claimed: std::time::Instant,
+    /// The job's span, ended once its completion is written.
+    pub(crate) span: tracing::Span,
+}
+
+/// The span of a claimed job, continuing the trace of the request that created its run. `job_id` is the job's
+/// key (run and lead): a job has no id of its own.
+pub(crate) fn job_span(worker: &str, job: &ClaimedJob, input: &JobInput) -> tracing::Span {
+    let span = tracing::info_span!(
+        "job",
+        worker,
+        run_id = %job.run_id,
+        lead_id = %job.lead_id,
+        job_id = %format_args!("{}/{}", job.run_id, job.lead_id),
+        attempt = job.attempts,
+    );
+    if let Ok((ctx, _)) = input
+        && let Some(parent) = &ctx.traceparent
+    {
+        leadscore_ops::telemetry::set_parent(&span, parent);
+    }
+    span
 }
 
 pub(crate) type AiInput = Option<(ai::Prepared, Option<AiVerdict>)>;

@@ -23,7 +23,7 @@ use leadscore_store::{ClaimedJob, Completion, Store};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
 
-use crate::inputs::{Done, load_inputs, prepare_ai, score_rules_only};
+use crate::inputs::{Done, job_span, load_inputs, prepare_ai, score_rules_only};
 use crate::upkeep::{listen, maintain, resume_after_restart};
 use crate::writer::write_completions;
 
@@ -169,9 +169,20 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
             continue;
         }
         let inputs = load_inputs(&store, &contexts, jobs).await;
+        // Each job's span starts here; its `claim` step lasts until it starts running (cache lookups and the wait
+        // for a free slot of a job leased ahead).
+        let batch = inputs.len();
+        let spans: Vec<(tracing::Span, tracing::Span)> = inputs
+            .iter()
+            .map(|(job, input)| {
+                let span = job_span(&config.id, job, input);
+                let claim = tracing::info_span!(parent: &span, "claim", batch);
+                (span, claim)
+            })
+            .collect();
         let mut prepared = prepare_ai(&store, config.ai.as_deref(), &inputs).await;
-        let mut inputs = inputs.into_iter().enumerate();
-        for (i, (job, input)) in inputs.by_ref() {
+        let mut inputs = inputs.into_iter().zip(spans).enumerate();
+        for (i, ((job, input), (span, claim))) in inputs.by_ref() {
             let lease = reserved.split(1);
             // A job leased ahead waits here for a running one to finish; shutdown gives it back instead.
             let slot = tokio::select! {
@@ -179,36 +190,37 @@ pub async fn run(store: Store, config: WorkerConfig, mut shutdown: watch::Receiv
                 _ = wait_true(&mut shutdown) => None,
                 slot = slots.clone().acquire_owned() => slot.ok(),
             };
+            drop(claim);
             let Some(slot) = slot else {
-                let _ = done_tx.send(release(job, input, claimed)).await;
+                let _ = done_tx.send(release(job, input, claimed, span)).await;
                 break;
             };
             let done = done_tx.clone();
             let (store, ai, ai_input) =
                 (store.clone(), config.ai.clone(), prepared.get_mut(i).and_then(Option::take));
-            let span =
-                tracing::info_span!("job", run = %job.run_id, lead = %job.lead_id, attempt = job.attempts);
+            let job_span = span.clone();
             tokio::spawn(
                 async move {
-                    let done_job = match (input, ai.as_deref(), ai_input) {
+                    let completion = match (input, ai.as_deref(), ai_input) {
                         (Ok((ctx, lead)), Some(ai), Some((prep, cached))) => {
                             let rule = ctx.rules.score(&lead);
                             let (completion, cache) = ai.score(&store, job, prep, cached, rule).await;
-                            Done { completion, cache, claimed }
+                            Done { completion, cache, claimed, span }
                         }
                         (Ok((ctx, lead)), _, _) => {
-                            Done { completion: score_rules_only(job, &ctx, &lead), cache: None, claimed }
+                            let completion = score_rules_only(job, &ctx, &lead);
+                            Done { completion, cache: None, claimed, span }
                         }
-                        (Err(completion), _, _) => Done { completion, cache: None, claimed },
+                        (Err(completion), _, _) => Done { completion, cache: None, claimed, span },
                     };
-                    let _ = done.send(done_job).await;
+                    let _ = done.send(completion).await;
                     drop((slot, lease));
                 }
-                .instrument(span),
+                .instrument(job_span),
             );
         }
-        for (_, (job, input)) in inputs {
-            let _ = done_tx.send(release(job, input, claimed)).await;
+        for (_, ((job, input), (span, _))) in inputs {
+            let _ = done_tx.send(release(job, input, claimed, span)).await;
         }
     }
     tracing::info!(worker = %config.id, "draining: no new claims");
@@ -254,7 +266,12 @@ async fn wait_true(shutdown: &mut watch::Receiver<bool>) {
 
 /// A job leased ahead that will not be started (the pool is shutting down): back to the queue now, its attempt
 /// given back, rather than when its lease expires.
-fn release(job: ClaimedJob, input: inputs::JobInput, claimed: std::time::Instant) -> Done {
+fn release(
+    job: ClaimedJob,
+    input: inputs::JobInput,
+    claimed: std::time::Instant,
+    span: tracing::Span,
+) -> Done {
     let completion = match input {
         Err(completion) => completion,
         Ok(_) => Completion::Deferred {
@@ -264,7 +281,7 @@ fn release(job: ClaimedJob, input: inputs::JobInput, claimed: std::time::Instant
             spent: leadscore_store::RunUsage::default(),
         },
     };
-    Done { completion, cache: None, claimed }
+    Done { completion, cache: None, claimed, span }
 }
 
 /// What every job of a run shares: its workspace (verdicts are cached per workspace), its offer snapshot with
@@ -274,6 +291,8 @@ pub(crate) struct RunContext {
     pub(crate) offer: Offer,
     pub(crate) rules: Rules,
     pub(crate) max_cost_usd: Option<f64>,
+    /// The creating request's trace context: the run's job spans continue it.
+    pub(crate) traceparent: Option<String>,
 }
 
 pub(crate) type RunCache = Arc<Mutex<HashMap<String, Arc<RunContext>>>>;

@@ -36,10 +36,12 @@ pub(crate) async fn write_completions(
         }
         let mut batch = Vec::with_capacity(received.len());
         let mut claimed = Vec::with_capacity(received.len());
+        let mut spans = Vec::with_capacity(received.len());
         let mut entries = Vec::new();
         for done in received.drain(..) {
             batch.push(done.completion);
             claimed.push(done.claimed);
+            spans.push(done.span);
             entries.extend(done.cache);
         }
         // One entry per key, in key order: concurrent writers lock cache rows in the same order (no deadlock),
@@ -47,7 +49,7 @@ pub(crate) async fn write_completions(
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         entries.dedup_by(|a, b| a.0 == b.0);
         let (store, config, contexts, held) = (store.clone(), config.clone(), contexts.clone(), held.clone());
-        let done = Written { batch, claimed };
+        let done = Written { batch, claimed, spans };
         writes.spawn(async move { write_batch(&store, &config, done, entries, &contexts, &held).await });
     }
     while let Some(write) = writes.join_next().await {
@@ -62,21 +64,26 @@ fn log_panic(write: Option<Result<(), tokio::task::JoinError>>) {
     }
 }
 
-/// A batch of completions and when each one's job was claimed.
+/// A batch of completions, when each one's job was claimed, and each job's span (ended once it is written).
 struct Written {
     batch: Vec<Completion>,
     claimed: Vec<Instant>,
+    spans: Vec<tracing::Span>,
 }
 
 /// Stores one batch's fresh verdicts, then writes its completions, retrying until the database takes them.
 async fn write_batch(
     store: &Store,
     config: &WorkerConfig,
-    Written { batch, claimed }: Written,
+    Written { batch, claimed, spans }: Written,
     entries: Vec<(String, AiVerdict)>,
     contexts: &RunCache,
     held: &Held,
 ) {
+    // Each job's last step: the one transaction that writes its whole batch.
+    let size = batch.len();
+    let steps: Vec<tracing::Span> =
+        spans.iter().map(|job| tracing::info_span!(parent: job, "result_write", batch = size, retried = tracing::field::Empty)).collect();
     if let Some(ai) = &config.ai {
         ai.remember(store, &entries).await;
     }
@@ -99,6 +106,9 @@ async fn write_batch(
                 break;
             }
             Err(e) => {
+                for step in &steps {
+                    step.record("retried", true);
+                }
                 // Keep the batch: the leases still hold for a while, and losing it would re-score leads.
                 tracing::warn!(error = %e, "writing completions failed; retrying");
                 tokio::time::sleep(delay).await;
@@ -106,6 +116,12 @@ async fn write_batch(
             }
         }
     }
+    // A span ends when it is last exited: enter each job's span and write step once more now, so that both end
+    // after the write rather than when the job's task returned.
+    for (job, step) in spans.iter().zip(&steps) {
+        job.in_scope(|| step.in_scope(|| {}));
+    }
+    drop((steps, spans));
     pause_over_budget(store, contexts, &batch).await;
 }
 

@@ -160,6 +160,8 @@ pub struct RunSnapshot {
     pub workspace: String,
     pub offer: leadscore_core::Offer,
     pub max_cost_usd: Option<f64>,
+    /// The creating request's W3C trace context, which the run's job spans continue.
+    pub traceparent: Option<String>,
 }
 
 /// One job as the API shows it.
@@ -357,15 +359,17 @@ impl Store {
 
     /// A run's workspace and offer snapshot (what a worker needs besides the leads).
     pub async fn run_snapshot(&self, run_id: &str) -> Result<Option<RunSnapshot>> {
-        let row = on_pool!(self, pool => sqlx::query_as::<_, (String, Json<leadscore_core::Offer>, Option<f64>)>(
-            "select workspace_id, offer_snapshot, max_cost_usd from runs where id = $1")
+        type Row = (String, Json<leadscore_core::Offer>, Option<f64>, Option<String>);
+        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(
+            "select workspace_id, offer_snapshot, max_cost_usd, traceparent from runs where id = $1")
             .bind(run_id)
             .fetch_optional(pool)
             .await?);
-        Ok(row.map(|(workspace, offer, max_cost_usd)| RunSnapshot {
+        Ok(row.map(|(workspace, offer, max_cost_usd, traceparent)| RunSnapshot {
             workspace,
             offer: offer.0,
             max_cost_usd,
+            traceparent,
         }))
     }
 

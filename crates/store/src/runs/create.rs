@@ -43,6 +43,8 @@ pub struct NewRun<'a> {
     /// Refuse the run ([`StoreError::TooManyActiveRuns`]) when the workspace already has this many unfinished
     /// runs; checked after the idempotency key, so a replay is answered whatever the count.
     pub max_active_runs: Option<u32>,
+    /// The W3C trace context of the request creating the run (see [`RunSnapshot`](crate::RunSnapshot)).
+    pub traceparent: Option<&'a str>,
 }
 
 impl<'a> NewRun<'a> {
@@ -56,6 +58,7 @@ impl<'a> NewRun<'a> {
             estimate: None,
             idempotency: None,
             max_active_runs: None,
+            traceparent: None,
         }
     }
 
@@ -125,14 +128,15 @@ impl Store {
             let offer = Offer { name, value_props: value_props.0, ideal_use_cases: ideal_use_cases.0 };
             let created_at = now();
             sqlx::query(sqlx::AssertSqlSafe(format!(
-                "insert into runs (id, workspace_id, offer_id, offer_snapshot, status, max_cost_usd, created_at) \
-                 values ($1, $2, $3, $4, {}, $5, $6)", lit_run(RunStatus::Queued))))
+                "insert into runs (id, workspace_id, offer_id, offer_snapshot, status, max_cost_usd, created_at, \
+                   traceparent) values ($1, $2, $3, $4, {}, $5, $6, $7)", lit_run(RunStatus::Queued))))
                 .bind(&id)
                 .bind(new.workspace)
                 .bind(new.offer_id)
                 .bind(Json(&offer))
                 .bind(new.max_cost_usd)
                 .bind(created_at)
+                .bind(new.traceparent)
                 .execute(&mut *tx)
                 .await?;
             let insert = match new.selection {

@@ -8,6 +8,7 @@ use leadscore_store::{
     Created, Estimate, IdempotencyKey, NewRun, Page, ResultFilter, ResultScope, Selection, StoreError,
 };
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use super::results::ResultResponse;
@@ -146,6 +147,14 @@ pub async fn create_run(
         let config = ai.config.clone();
         move |offer: &leadscore_core::Offer, leads: i64| leadscore_llm::estimated_cost(&config, offer, leads)
     });
+    // The run's jobs continue this span's trace, wherever and whenever a worker picks them up.
+    let span = tracing::info_span!(
+        "enqueue",
+        workspace = ws,
+        run_id = tracing::field::Empty,
+        jobs = tracing::field::Empty
+    );
+    let traceparent = leadscore_ops::telemetry::traceparent(&span);
     let new = NewRun {
         workspace: ws,
         offer_id,
@@ -154,8 +163,14 @@ pub async fn create_run(
         estimate: estimate.as_ref().map(|e| e as Estimate<'_>),
         idempotency,
         max_active_runs: state.key_limits.max_active_runs(),
+        traceparent: traceparent.as_deref(),
     };
-    state.store.create_run(&new).await.map_err(|e| match e {
+    let created = state.store.create_run(&new).instrument(span.clone()).await;
+    if let Ok(c) = &created {
+        span.record("run_id", c.run.id.as_str());
+        span.record("jobs", c.run.total);
+    }
+    created.map_err(|e| match e {
         StoreError::OfferNotFound => ApiError::not_found("offer", offer_id),
         // A well-formed request that the data at hand leaves nothing to do: a conflict with the current state.
         StoreError::EmptySelection => ApiError::Conflict(format!(
