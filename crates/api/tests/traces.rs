@@ -92,6 +92,7 @@ fn one_trace_runs_from_the_creating_request_through_each_job() {
         log_filter: "info,sqlx=warn".into(),
         otlp_endpoint: Some(format!("http://{collector}/")),
         service_name: Some("leadscore-traces-test".into()),
+        trace_sample_ratio: 1.0,
     };
     let guard = leadscore_ops::telemetry::init(&telemetry, "unused").expect("telemetry");
     let run_id = runtime.block_on(score_a_run());

@@ -19,14 +19,8 @@ use leadscore_worker::{Ai, WorkerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct LlmArgs {
-    /// Postgres server to create a throwaway database on.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub pg: crate::PgServer,
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
     /// The `leadscore-worker` binary (for the rate-limit part).
@@ -58,7 +52,7 @@ pub(crate) fn offer() -> Offer {
 
 pub async fn run(args: &LlmArgs) -> Result<()> {
     leadscore_llm::install_crypto();
-    let (url, name, store) = crate::upload::throwaway_database(&args.database_url, "llm").await?;
+    let (url, name, store) = crate::upload::throwaway_database(&args.pg.database_url, "llm").await?;
     let offer_id = store.create_offer(WS, &offer()).await?.id;
     let result = async {
         throughput(args, &store, &offer_id).await?;
@@ -69,7 +63,7 @@ pub async fn run(args: &LlmArgs) -> Result<()> {
     }
     .await;
     store.close().await;
-    crate::upload::psql(&args.database_url, &format!("drop database {name} with (force)")).await?;
+    crate::upload::psql(&args.pg.database_url, &format!("drop database {name} with (force)")).await?;
     result
 }
 

@@ -8,6 +8,7 @@ mod llm;
 mod pipeline;
 mod queue;
 mod reads;
+mod telemetry;
 mod upload;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,21 @@ enum Command {
     /// Reading current results: `/v1/results.csv`, `/v1/results` pages and `/api/leads/export_csv/` over leads
     /// scored several times, against one page of the query shape before issue 13.
     Reads(reads::ReadsArgs),
+    /// What the job spans cost: the rules-only pipeline with spans off, recorded, and exported over OTLP.
+    Telemetry(telemetry::TelemetryArgs),
+}
+
+/// The PostgreSQL server a bench creates its throwaway databases on.
+#[derive(Debug, clap::Args)]
+pub struct PgServer {
+    /// Connection URL of a database on that server (the throwaway ones are created beside it).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        hide_env_values = true
+    )]
+    pub database_url: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +80,9 @@ fn main() -> anyhow::Result<()> {
             .block_on(connections::run(&args)),
         Command::Reads(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(reads::run(&args))
+        }
+        Command::Telemetry(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(telemetry::run(&args))
         }
     }
 }

@@ -55,14 +55,8 @@ const CYCLE_QUEUES: [(&str, u64); 2] = [("update.sql", 600_000), ("noop.sql", 1_
 
 #[derive(Debug, clap::Args)]
 pub struct PipelineArgs {
-    /// Postgres server to create the throwaway databases on.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub pg: crate::PgServer,
     /// Where the release `leadscore` and `leadscore-worker` binaries are.
     #[arg(long, default_value = "target/release")]
     pub bin_dir: PathBuf,
@@ -164,15 +158,16 @@ struct SqliteSide {
 
 async fn rounds(args: &PipelineArgs) -> Result<()> {
     let pid = std::process::id();
-    let (url, name, store) = crate::upload::throwaway_database(&args.database_url, "pipeline").await?;
+    let (url, name, store) = crate::upload::throwaway_database(&args.pg.database_url, "pipeline").await?;
     let pgbench_name = format!("ls_bench_pgbench_{pid}");
     let scripts = std::env::temp_dir().join(format!("ls_bench_pgbench_{pid}"));
     let sqlite_dir = std::env::temp_dir().join(format!("ls_bench_pipeline_{pid}"));
     let result = async {
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&url).await?;
         let (offer, upload) = pg_setup(&store, args.leads).await?;
-        crate::upload::psql(&args.database_url, &format!("drop database if exists {pgbench_name}")).await?;
-        crate::upload::psql(&args.database_url, &format!("create database {pgbench_name}")).await?;
+        crate::upload::psql(&args.pg.database_url, &format!("drop database if exists {pgbench_name}"))
+            .await?;
+        crate::upload::psql(&args.pg.database_url, &format!("create database {pgbench_name}")).await?;
         let pgbench_url = format!("{}/{pgbench_name}", url.rsplit_once('/').context("database URL")?.0);
         std::fs::create_dir_all(&scripts)?;
         for (file, text) in PGBENCH_SCRIPTS {
@@ -202,15 +197,18 @@ async fn rounds(args: &PipelineArgs) -> Result<()> {
     store.close().await;
     let _ = std::fs::remove_dir_all(&scripts);
     let _ = std::fs::remove_dir_all(&sqlite_dir);
-    crate::upload::psql(&args.database_url, &format!("drop database if exists {pgbench_name} with (force)"))
-        .await?;
-    crate::upload::psql(&args.database_url, &format!("drop database {name} with (force)")).await?;
+    crate::upload::psql(
+        &args.pg.database_url,
+        &format!("drop database if exists {pgbench_name} with (force)"),
+    )
+    .await?;
+    crate::upload::psql(&args.pg.database_url, &format!("drop database {name} with (force)")).await?;
     result
 }
 
 /// The only store calls of this bench besides `queue::timed_run`: the offer and `leads` generated leads, written
 /// straight into the pipeline's database (the upload path has its own bench).
-async fn pg_setup(store: &Store, leads: u64) -> Result<(String, String)> {
+pub(crate) async fn pg_setup(store: &Store, leads: u64) -> Result<(String, String)> {
     let offer = store.create_offer(WS, &crate::llm::offer()).await?.id;
     let upload = crate::llm::seed(store, leads, "pipeline").await?;
     Ok((offer, upload))
@@ -498,7 +496,7 @@ async fn wait_latency(args: &PipelineArgs, backend: &str) -> Result<WaitRow> {
             (format!("sqlite://{}", dir.join("wait.db").display()), None)
         }
         "postgres" => {
-            let (url, name, store) = crate::upload::throwaway_database(&args.database_url, "wait").await?;
+            let (url, name, store) = crate::upload::throwaway_database(&args.pg.database_url, "wait").await?;
             store.close().await;
             (url, Some(name))
         }
@@ -513,7 +511,7 @@ async fn wait_latency(args: &PipelineArgs, backend: &str) -> Result<WaitRow> {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(name) = pg {
-        crate::upload::psql(&args.database_url, &format!("drop database {name} with (force)")).await?;
+        crate::upload::psql(&args.pg.database_url, &format!("drop database {name} with (force)")).await?;
     }
     let (mut latencies, requests) = measured?;
     latencies.sort_by(f64::total_cmp);

@@ -20,14 +20,8 @@ use crate::llm::{median, seed, wait_completed};
 
 #[derive(Debug, clap::Args)]
 pub struct QueueArgs {
-    /// Postgres server to create a throwaway database on.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub pg: crate::PgServer,
     /// Where the release `leadscore-worker` and `leadscore-api` binaries are.
     #[arg(long, default_value = "target/release")]
     pub bin_dir: PathBuf,
@@ -62,7 +56,7 @@ pub struct QueueArgs {
 
 pub async fn run(args: &QueueArgs) -> Result<()> {
     leadscore_llm::install_crypto();
-    let (url, name, store) = crate::upload::throwaway_database(&args.database_url, "queue").await?;
+    let (url, name, store) = crate::upload::throwaway_database(&args.pg.database_url, "queue").await?;
     let pg = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&url).await?;
     let result = async {
         let offer = store.create_offer(WS, &crate::llm::offer()).await?.id;
@@ -84,7 +78,7 @@ pub async fn run(args: &QueueArgs) -> Result<()> {
     .await;
     pg.close().await;
     store.close().await;
-    crate::upload::psql(&args.database_url, &format!("drop database {name} with (force)")).await?;
+    crate::upload::psql(&args.pg.database_url, &format!("drop database {name} with (force)")).await?;
     result
 }
 

@@ -35,14 +35,8 @@ pub struct ReadsArgs {
     /// The `leadscore` binary to run as the server.
     #[arg(long, default_value = "target/release/leadscore")]
     pub server: PathBuf,
-    /// Postgres server to create a throwaway database on.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub pg: crate::PgServer,
 }
 
 /// Rows of one seeding statement: the results of one run are written in slices of this many leads.
@@ -122,8 +116,8 @@ type Cleanup = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 async fn database(args: &ReadsArgs) -> Result<(String, Store, Cleanup)> {
     match args.backend.as_str() {
         "postgres" => {
-            let (url, name, store) = throwaway_database(&args.database_url, "reads").await?;
-            let admin = args.database_url.clone();
+            let (url, name, store) = throwaway_database(&args.pg.database_url, "reads").await?;
+            let admin = args.pg.database_url.clone();
             let cleanup: Cleanup = Box::pin(async move {
                 crate::upload::psql(&admin, &format!("drop database {name} with (force)")).await
             });

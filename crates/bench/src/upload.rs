@@ -37,14 +37,8 @@ pub struct UploadArgs {
     /// The `leadscore` binary to run as the server.
     #[arg(long, default_value = "target/release/leadscore")]
     pub server: PathBuf,
-    /// Postgres server to create throwaway databases on.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub pg: crate::PgServer,
 }
 
 struct Sample {
@@ -106,13 +100,13 @@ pub async fn run(args: &UploadArgs) -> Result<()> {
 
 async fn postgres_run(args: &UploadArgs, file: &Path, run: usize) -> Result<Sample> {
     let name = format!("ls_bench_{}_{run}", std::process::id());
-    let base = args.database_url.rsplit_once('/').map(|(b, _)| b.to_owned()).context("database URL")?;
-    psql(&args.database_url, &format!("drop database if exists {name}")).await?;
-    psql(&args.database_url, &format!("create database {name}")).await?;
+    let base = args.pg.database_url.rsplit_once('/').map(|(b, _)| b.to_owned()).context("database URL")?;
+    psql(&args.pg.database_url, &format!("drop database if exists {name}")).await?;
+    psql(&args.pg.database_url, &format!("create database {name}")).await?;
     let url = format!("{base}/{name}");
     let (api_secs, api_rows, peak_rss_mb) = api_upload(&args.server, &url, file).await?;
     if args.no_baseline {
-        psql(&args.database_url, &format!("drop database {name} with (force)")).await?;
+        psql(&args.pg.database_url, &format!("drop database {name} with (force)")).await?;
         return Ok(Sample { api_secs, api_rows, peak_rss_mb, baseline_secs: f64::NAN });
     }
     psql(
@@ -131,7 +125,7 @@ async fn postgres_run(args: &UploadArgs, file: &Path, run: usize) -> Result<Samp
     )
     .await?;
     let baseline_secs = started.elapsed().as_secs_f64();
-    psql(&args.database_url, &format!("drop database {name} with (force)")).await?;
+    psql(&args.pg.database_url, &format!("drop database {name} with (force)")).await?;
     Ok(Sample { api_secs, api_rows, peak_rss_mb, baseline_secs })
 }
 

@@ -240,6 +240,10 @@ pub struct TelemetryArgs {
     /// The `service.name` of exported spans (default: the binary's name).
     #[arg(long, env = "OTEL_SERVICE_NAME")]
     pub service_name: Option<String>,
+    /// Share of traces exported, 0 to 1, decided per trace: a run's jobs follow the request that created it, so
+    /// a run is traced whole or not at all; a caller's sampled `traceparent` is always followed.
+    #[arg(long, env = "LEADSCORE_TRACE_SAMPLE_RATIO", default_value_t = 1.0, value_parser = ratio)]
+    pub trace_sample_ratio: f64,
 }
 
 /// The log line format.
@@ -344,6 +348,13 @@ fn bootstrap_key(s: &str) -> Result<String, String> {
         ));
     }
     Ok(key.to_owned())
+}
+
+fn ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err("expected a number from 0 to 1".into()),
+    }
 }
 
 fn log_filter(s: &str) -> Result<String, String> {

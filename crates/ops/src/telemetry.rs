@@ -14,7 +14,7 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -91,7 +91,9 @@ pub fn init(args: &TelemetryArgs, binary: &str) -> Result<TelemetryGuard, Teleme
             .boxed(),
     };
     let provider = match &args.otlp_endpoint {
-        Some(endpoint) => Some(provider(endpoint, args.service_name.as_deref().unwrap_or(binary))?),
+        Some(endpoint) => {
+            Some(provider(endpoint, args.service_name.as_deref().unwrap_or(binary), args.trace_sample_ratio)?)
+        }
         None => None,
     };
     let traces = provider
@@ -114,7 +116,7 @@ fn resolve(format: LogFormat) -> LogFormat {
     }
 }
 
-fn provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, TelemetryError> {
+fn provider(endpoint: &str, service: &str, ratio: f64) -> Result<SdkTracerProvider, TelemetryError> {
     let url = traces_url(endpoint)?;
     // The exporter's client is the reqwest we build, which has no TLS crypto of its own until this.
     leadscore_llm::install_crypto();
@@ -126,7 +128,13 @@ fn provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, Telemetr
         .build()
         .map_err(|e| TelemetryError::Endpoint(e.to_string()))?;
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build();
-    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+    // Set here, so the SDK's own reading of OTEL_TRACES_SAMPLER (which falls back silently) never applies.
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)));
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .with_sampler(sampler)
+        .build())
 }
 
 /// The traces URL of an OTLP/HTTP endpoint, as the OpenTelemetry specification derives it from

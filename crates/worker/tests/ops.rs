@@ -162,6 +162,18 @@ fn a_malformed_setting_is_one_line_naming_its_variable_and_help_shows_no_secret(
     assert_eq!((out.status.code(), err.trim().lines().count()), (Some(2), 1), "{err}");
     assert!(err.contains("LEADSCORE_CONCURRENCY") && err.contains("lots"), "{err}");
 
+    for (var, bad) in [
+        ("LEADSCORE_TRACE_SAMPLE_RATIO", "1.5"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+        ("LEADSCORE_LOG_FORMAT", "xml"),
+        ("RUST_LOG", "info,[[["),
+    ] {
+        let out = run(&[("DATABASE_URL", "sqlite://x.db"), (var, bad)], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!((out.status.code(), err.trim().lines().count()), (Some(2), 1), "{var}: {err}");
+        assert!(err.contains(var), "{err}");
+    }
+
     let out = run(&[], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!((out.status.code(), err.trim().lines().count()), (Some(2), 1), "{err}");

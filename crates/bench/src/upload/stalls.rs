@@ -76,9 +76,9 @@ async fn database(args: &UploadArgs) -> Result<(String, Cleanup)> {
         "postgres" => {
             let name = format!("ls_bench_stalls_{}", std::process::id());
             let base =
-                args.database_url.rsplit_once('/').map(|(b, _)| b.to_owned()).context("database URL")?;
-            psql(&args.database_url, &format!("drop database if exists {name}")).await?;
-            psql(&args.database_url, &format!("create database {name}")).await?;
+                args.pg.database_url.rsplit_once('/').map(|(b, _)| b.to_owned()).context("database URL")?;
+            psql(&args.pg.database_url, &format!("drop database if exists {name}")).await?;
+            psql(&args.pg.database_url, &format!("create database {name}")).await?;
             Ok((format!("{base}/{name}"), Cleanup::Postgres(name)))
         }
         "sqlite" => {
@@ -94,7 +94,7 @@ async fn database(args: &UploadArgs) -> Result<(String, Cleanup)> {
 async fn cleanup_database(args: &UploadArgs, cleanup: Cleanup) -> Result<()> {
     match cleanup {
         Cleanup::Postgres(name) => {
-            psql(&args.database_url, &format!("drop database {name} with (force)")).await
+            psql(&args.pg.database_url, &format!("drop database {name} with (force)")).await
         }
         Cleanup::Sqlite(dir) => Ok(std::fs::remove_dir_all(dir)?),
     }
