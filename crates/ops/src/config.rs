@@ -231,7 +231,7 @@ pub struct TelemetryArgs {
     /// `json`, `text`, or `auto`: JSON lines when standard error is not a terminal.
     #[arg(long, env = "LEADSCORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
-    /// Which log lines to write (`tracing` filter syntax).
+    /// Which log lines to write (`tracing` filter syntax); exported spans do not depend on it.
     #[arg(long, env = "RUST_LOG", default_value = "info,sqlx=warn", value_parser = log_filter)]
     pub log_filter: String,
     /// OTLP/HTTP endpoint spans are exported to (e.g. `http://otel-collector:4318`); no export without it.
@@ -240,8 +240,8 @@ pub struct TelemetryArgs {
     /// The `service.name` of exported spans (default: the binary's name).
     #[arg(long, env = "OTEL_SERVICE_NAME")]
     pub service_name: Option<String>,
-    /// Share of traces exported, 0 to 1, decided per trace: a run's jobs follow the request that created it, so
-    /// a run is traced whole or not at all; a caller's sampled `traceparent` is always followed.
+    /// Share of traces exported, 0 to 1, decided by the trace id: a run created through the API is traced whole
+    /// or not at all; a caller's `traceparent` joins its trace, but its sampled flag is not obeyed.
     #[arg(long, env = "LEADSCORE_TRACE_SAMPLE_RATIO", default_value_t = 1.0, value_parser = ratio)]
     pub trace_sample_ratio: f64,
 }

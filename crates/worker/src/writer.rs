@@ -80,13 +80,13 @@ async fn write_batch(
     contexts: &RunCache,
     held: &Held,
 ) {
-    // Each job's last step: the one transaction that writes its whole batch.
-    let size = batch.len();
-    let steps: Vec<tracing::Span> =
-        spans.iter().map(|job| tracing::info_span!(parent: job, "result_write", batch = size, retried = tracing::field::Empty)).collect();
     if let Some(ai) = &config.ai {
         ai.remember(store, &entries).await;
     }
+    // Each job's last step: the one transaction that writes its whole batch (with its retries, if it fails).
+    let size = batch.len();
+    let steps: Vec<tracing::Span> =
+        spans.iter().map(|job| tracing::info_span!(parent: job, "result_write", batch = size, retried = tracing::field::Empty)).collect();
     let mut delay = Duration::from_millis(100);
     loop {
         match store.complete_jobs(&config.id, &batch).await {
