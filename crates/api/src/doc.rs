@@ -122,15 +122,6 @@ pub const COMMON: &[Common] = &[
     Common {
         status: "429",
         name: "TooManyRequests",
-        description: "Over a limit of this API key (request rate, concurrent uploads or unfinished runs); retry \
-            after `Retry-After` seconds",
-        source: Source::Route,
-        retry_after: true,
-        applies: |s| s.secured,
-    },
-    Common {
-        status: "429",
-        name: "TooManyRequests",
         description: "A limit of the API key was reached: requests per second, uploads in progress, or the \
             workspace's unfinished runs; `Retry-After` says when to try again",
         source: Source::Route,
@@ -141,10 +132,10 @@ pub const COMMON: &[Common] = &[
         status: "503",
         name: "Unavailable",
         description: "Unavailable for now: the database cannot be reached, the request ran past its deadline, or \
-            the server is at its connection limit; retry later",
+            the server is at its connection limit; retry after `Retry-After` seconds",
         // The database errors follow the route's shape; the deadline and the connection limit are layers.
         source: Source::Both,
-        retry_after: false,
+        retry_after: true,
         applies: |_| true,
     },
 ];
@@ -153,6 +144,7 @@ pub const COMMON: &[Common] = &[
 /// the `#[openapi]` modifiers run).
 pub fn finish(doc: &mut OpenApi) {
     use utoipa::Modify;
+    register_named(doc);
     BearerAuth.modify(doc);
     CommonResponses.modify(doc);
 }
@@ -288,9 +280,10 @@ fn one_of_names(names: impl IntoIterator<Item = &'static str>) -> RefOr<utoipa::
     ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)).into()
 }
 
-/// Declares a schema type `$name` whose values are the `as_str()` names of `$core::ALL`.
+/// Declares a schema type `$name`, named `$title` in `components/schemas` (generated clients make it one enum
+/// type), whose values are the `as_str()` names of `$core::ALL`.
 macro_rules! names_schema {
-    ($(#[$doc:meta])* $name:ident, $core:ty) => {
+    ($(#[$doc:meta])* $name:ident = $title:literal, $core:ty) => {
         $(#[$doc])*
         pub struct $name;
 
@@ -300,32 +293,87 @@ macro_rules! names_schema {
             }
         }
 
-        impl utoipa::ToSchema for $name {}
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                $title.into()
+            }
+        }
     };
 }
 
 names_schema!(
     /// An intent: High, Medium or Low.
-    IntentName,
+    IntentName = "Intent",
     leadscore_core::Intent
 );
 names_schema!(
     /// How a result was scored: hybrid or rules_only.
-    ScoreBasisName,
+    ScoreBasisName = "ScoreBasis",
     leadscore_core::ScoreBasis
 );
 names_schema!(
     /// A job's status.
-    JobStatusName,
+    JobStatusName = "JobStatus",
     leadscore_core::JobStatus
 );
 names_schema!(
     /// A run's status.
-    RunStatusName,
+    RunStatusName = "RunStatus",
     leadscore_core::RunStatus
 );
 names_schema!(
     /// What the AI layer did for a lead.
-    AiStatusName,
+    AiStatusName = "AiStatus",
     leadscore_core::AiStatus
 );
+names_schema!(
+    /// The rule that awarded points.
+    ReasonCodeName = "ReasonCode",
+    leadscore_core::rules::ReasonCode
+);
+
+/// One rule that awarded points (`leadscore_core::rules::RuleReason`, which the pure core keeps free of
+/// documentation types).
+pub struct RuleReasonDoc;
+
+impl utoipa::PartialSchema for RuleReasonDoc {
+    fn schema() -> RefOr<utoipa::openapi::Schema> {
+        let text = |d: &str| ObjectBuilder::new().schema_type(Type::String).description(Some(d));
+        ObjectBuilder::new()
+            .property("code", Ref::from_schema_name("ReasonCode"))
+            .property(
+                "points",
+                ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).maximum(Some(50)),
+            )
+            .property("text", text("The reason as the original service worded it, points included"))
+            .property("detail", text("What matched, e.g. `role \"vice president\"`"))
+            .required("code")
+            .required("points")
+            .required("text")
+            .required("detail")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RuleReasonDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "RuleReason".into()
+    }
+}
+
+/// The named schemas that parameters and fields refer to by name (`$ref`), registered once.
+pub fn register_named(doc: &mut OpenApi) {
+    use utoipa::{PartialSchema, ToSchema};
+    let components = doc.components.get_or_insert_with(Default::default);
+    for (name, schema) in [
+        (IntentName::name(), IntentName::schema()),
+        (ScoreBasisName::name(), ScoreBasisName::schema()),
+        (JobStatusName::name(), JobStatusName::schema()),
+        (RunStatusName::name(), RunStatusName::schema()),
+        (AiStatusName::name(), AiStatusName::schema()),
+        (ReasonCodeName::name(), ReasonCodeName::schema()),
+        (RuleReasonDoc::name(), RuleReasonDoc::schema()),
+    ] {
+        components.schemas.insert(name.into_owned(), schema);
+    }
+}

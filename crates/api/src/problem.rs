@@ -26,7 +26,7 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// What exactly is wrong, one entry per field or row: the first [`MAX_PROBLEM_ERRORS`].
+    /// What exactly is wrong, one entry per field or row: the first 100 (`total` counts them all).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ProblemItem>,
     /// How many things are wrong in all (`errors` may list fewer); present with `errors`.
@@ -36,6 +36,9 @@ pub struct Problem {
 
 /// Most entries a problem's `errors` lists: the answer to a hostile body stays small.
 pub const MAX_PROBLEM_ERRORS: usize = 100;
+
+/// The `Retry-After` of a `503`.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
 
 /// Most field errors spelled out in a problem's `detail` (all of them are counted).
 const MAX_DETAIL_ERRORS: usize = 5;
@@ -126,10 +129,13 @@ impl ApiError {
         }
     }
 
-    /// The `Retry-After` (seconds) the answer carries.
+    /// The `Retry-After` (seconds) the answer carries: a 429 says when its limit frees; a 503 asks for a short
+    /// pause (the database or Redis coming back, a request that ran past its deadline), so clients that follow
+    /// `Retry-After` neither hammer the server nor give up.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            ApiError::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
             _ => None,
         }
     }

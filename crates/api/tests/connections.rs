@@ -155,6 +155,8 @@ async fn a_request_over_its_deadline_is_answered_with_a_503_problem() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
     assert!(answer.contains("deadline"), "{answer}");
+    // Clients that follow `Retry-After` (the generated ones in docs/clients.md) pause and try again.
+    assert!(answer.to_ascii_lowercase().contains("\r\nretry-after: 2\r\n"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,3 +140,98 @@ fn no_value_is_wrapped_in_an_impossible_all_of() {
     }
     walk("#", &doc());
 }
+
+/// What client generators need (docs/clients.md; `scripts/clients` generates and runs two clients): the upload
+/// is a binary `file` in a multipart object, or a `text/csv` body; both upload routes say so.
+#[test]
+fn the_upload_body_is_a_binary_file_in_both_forms() {
+    let doc = doc();
+    let schema = |r: &Value| -> Value {
+        let name =
+            r["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")).expect("a schema ref");
+        doc["components"]["schemas"][name].clone()
+    };
+    for path in ["/v1/leads/upload", "/api/leads/upload/"] {
+        let body = &doc["paths"][path]["post"]["requestBody"];
+        assert_eq!(body["required"], true, "{path}");
+        let form = schema(&body["content"]["multipart/form-data"]["schema"]);
+        assert_eq!(form["type"], "object", "{path}: {form}");
+        assert_eq!(form["required"], serde_json::json!(["file"]), "{path}");
+        let csv = schema(&body["content"]["text/csv"]["schema"]);
+        for file in [&form["properties"]["file"], &csv] {
+            let file = if file.get("$ref").is_some() { schema(file) } else { file.clone() };
+            assert_eq!(
+                (file["type"].as_str(), file["format"].as_str()),
+                (Some("string"), Some("binary")),
+                "{path}"
+            );
+        }
+    }
+}
+
+/// Operation ids become method names: readable, and the ones docs/clients.md uses exist.
+#[test]
+fn operation_ids_read_as_method_names() {
+    let doc = doc();
+    let ids: BTreeSet<String> =
+        operations(&doc).iter().map(|(_, op)| op["operationId"].as_str().expect("id").to_owned()).collect();
+    for id in &ids {
+        assert!(id.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{id} is not snake_case");
+    }
+    for id in [
+        "create_offer",
+        "upload_leads",
+        "score_leads",
+        "get_run",
+        "list_run_results",
+        "export_run_results",
+        "list_current_results",
+        "list_run_jobs",
+        "stream_run_events",
+        "cancel_run",
+        "list_upload_errors",
+    ] {
+        assert!(ids.contains(id), "no operation {id}: {ids:?}");
+    }
+}
+
+/// Each enum is one named schema, referenced where it is used: generators then make one type of it (inline
+/// copies became `ListResultsIntent`, `ExportResultsIntent`, ... one per use).
+#[test]
+fn enums_are_named_once_and_referenced() {
+    let doc = doc();
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for name in ["Intent", "ScoreBasis", "AiStatus", "RunStatus", "JobStatus", "ReasonCode"] {
+        assert!(schemas[name]["enum"].is_array(), "{name} is not a named enum");
+    }
+    // Outside the named enums themselves, no schema lists names of its own.
+    let mut inline = Vec::new();
+    find_enums(&doc["paths"], "paths", &mut inline);
+    for (name, schema) in schemas {
+        if schema.get("enum").is_none() {
+            find_enums(schema, name, &mut inline);
+        }
+    }
+    assert!(inline.is_empty(), "inline enums: {inline:?}");
+    let result = &schemas["ResultResponse"]["properties"];
+    assert_eq!(result["intent"]["$ref"], "#/components/schemas/Intent");
+    assert_eq!(result["rule_reasons"]["items"]["$ref"], "#/components/schemas/RuleReason");
+}
+
+fn find_enums(value: &Value, at: &str, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            // A string enum (`all_unscored`'s `enum: [true]` is a constant, not a set of names).
+            if map.get("enum").and_then(Value::as_array).is_some_and(|v| v.iter().any(Value::is_string)) {
+                found.push(at.to_owned());
+            }
+            for (k, v) in map {
+                find_enums(v, &format!("{at}/{k}"), found);
+            }
+        }
+        Value::Array(items) => {
+            items.iter().enumerate().for_each(|(i, v)| find_enums(v, &format!("{at}/{i}"), found))
+        }
+        _ => {}
+    }
+}

@@ -378,7 +378,8 @@ pub async fn delete_lead(
 }
 
 #[utoipa::path(post, path = "/api/leads/upload/", tag = "compat",
-    request_body(description = "multipart/form-data with a `file` field (or a text/csv body)", content((crate::routes::leads::UploadForm = "multipart/form-data"))),
+    request_body(description = "multipart/form-data with a `file` field, or a text/csv body",
+        content((crate::routes::leads::UploadForm = "multipart/form-data"), (crate::routes::leads::CsvText = "text/csv", example = json!(crate::routes::leads::CSV_EXAMPLE)))),
     responses(
         (status = 201, description = "The created leads (at most the first 1000). `X-Rows-Rejected` counts rejected rows; \
             `Location` points to the upload report with every rejected row.", body = Vec<CompatLead>),

@@ -135,14 +135,21 @@ impl From<&Ingested> for UploadResponse {
     }
 }
 
-/// A leads CSV. The document promises acceptance for files that start with the canonical header; the reader
-/// also takes the aliases, any column order and extra columns (see the upload's description).
+/// The upload's example body.
+pub const CSV_EXAMPLE: &str = "name,role,company,industry,location,linkedin_bio\nJohn Doe,CEO,TechCorp,B2B SaaS,New York,15 years building enterprise SaaS platforms\n";
+
+/// A leads CSV: a file (`format: binary`, so generated clients take bytes or a file object, not text they would
+/// have to hold whole). The document promises acceptance for files that start with the canonical header; the
+/// reader also takes the aliases, any column order and extra columns (see the upload's description).
 pub struct CsvText;
 
 impl utoipa::PartialSchema for CsvText {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, SchemaFormat};
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .content_media_type("text/csv")
             .pattern(Some(r"^name,role,company,industry,location,linkedin_bio\r?\n"))
             .into()
     }
@@ -217,7 +224,7 @@ pub async fn receive_upload(
             `name, role, company, industry, location, linkedin_bio` (aliases accepted), optional `external_id`, \
             other columns kept as attributes.",
         content(
-            (CsvText = "text/csv", example = json!("name,role,company,industry,location,linkedin_bio\nJohn Doe,CEO,TechCorp,B2B SaaS,New York,15 years building enterprise SaaS platforms\n")),
+            (CsvText = "text/csv", example = json!(CSV_EXAMPLE)),
             (UploadForm = "multipart/form-data"),
         )),
     responses(

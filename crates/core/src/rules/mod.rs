@@ -23,6 +23,25 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
+    pub const ALL: [ReasonCode; 5] = [
+        ReasonCode::DecisionMakerRole,
+        ReasonCode::InfluencerRole,
+        ReasonCode::ExactIcpMatch,
+        ReasonCode::AdjacentIndustry,
+        ReasonCode::CompleteProfile,
+    ];
+
+    /// The name it is serialized as.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::DecisionMakerRole => "decision_maker_role",
+            ReasonCode::InfluencerRole => "influencer_role",
+            ReasonCode::ExactIcpMatch => "exact_icp_match",
+            ReasonCode::AdjacentIndustry => "adjacent_industry",
+            ReasonCode::CompleteProfile => "complete_profile",
+        }
+    }
+
     pub fn points(self) -> u8 {
         match self {
             ReasonCode::DecisionMakerRole | ReasonCode::ExactIcpMatch => 20,

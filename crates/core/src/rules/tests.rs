@@ -104,3 +104,10 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn reason_code_names_are_what_serde_writes() {
+    for code in ReasonCode::ALL {
+        assert_eq!(serde_json::to_value(code).expect("serializes"), serde_json::json!(code.as_str()));
+    }
+}

@@ -27,7 +27,7 @@ pub enum RunEventKind {
     Error,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "Run id")),
+#[utoipa::path(get, path = "/v1/runs/{id}/events", operation_id = "stream_run_events", tag = "runs", params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 200, description = "Server-Sent Events: `status` events carrying the run (as `GET /v1/runs/{id}`) \
             whenever it changes, the last one when it finishes; then the stream ends", content_type = "text/event-stream", body = RunEvent),

@@ -13,7 +13,7 @@ use crate::problem::{ApiError, Problem};
 #[into_params(parameter_in = Query)]
 pub struct JobFilter {
     /// Only the jobs in this status.
-    #[param(value_type = Option<crate::doc::JobStatusName>, inline)]
+    #[param(value_type = Option<crate::doc::JobStatusName>)]
     status: Option<String>,
     /// Items per page, 1 to 1000 (default 50).
     #[param(value_type = Option<i32>, minimum = 1, maximum = 1000)]
@@ -26,7 +26,7 @@ pub struct JobFilter {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobResponse {
     pub lead_id: String,
-    #[schema(inline, value_type = crate::doc::JobStatusName)]
+    #[schema(value_type = crate::doc::JobStatusName)]
     pub status: String,
     pub attempts: i64,
     pub max_attempts: i64,
@@ -39,7 +39,7 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/jobs", tag = "runs", params(("id" = String, Path, description = "Run id"), JobFilter),
+#[utoipa::path(get, path = "/v1/runs/{id}/jobs", operation_id = "list_run_jobs", tag = "runs", params(("id" = String, Path, description = "Run id"), JobFilter),
     responses(
         (status = 200, description = "The run's jobs with attempts and last error", body = JobPage),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),

@@ -81,7 +81,7 @@ pub struct Usage {
 pub struct RunResponse {
     pub id: String,
     pub offer_id: String,
-    #[schema(inline, value_type = crate::doc::RunStatusName)]
+    #[schema(value_type = crate::doc::RunStatusName)]
     pub status: String,
     pub job_counts: JobCountsBody,
     pub result_counts: ResultCountsBody,
@@ -151,10 +151,16 @@ pub async fn load_run(state: &AppState, ws: &str, id: &str) -> Result<RunRespons
     Ok(run_response(view))
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "Run id")),
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(
+        ("id" = String, Path, description = "Run id"),
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of the status you have: a `304` with no body if it is unchanged"),
+    ),
     responses(
-        (status = 200, description = "The run's status; `ETag` for cheap polling", body = RunResponse),
-        (status = 304, description = "Unchanged since `If-None-Match`"),
+        (status = 200, description = "The run's status; `ETag` for cheap polling", body = RunResponse,
+            headers(("ETag" = String, description = "Changes whenever the status does; send it back as `If-None-Match`"))),
+        (status = 304, description = "Unchanged since `If-None-Match`",
+            headers(("ETag" = String, description = "The unchanged status's tag"))),
         (status = 404, description = "No such run in this workspace", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_run(

@@ -21,13 +21,13 @@ use crate::problem::{ApiError, Problem};
 #[into_params(parameter_in = Query)]
 pub struct ResultQuery {
     /// Only results of this intent.
-    #[param(value_type = Option<crate::doc::IntentName>, inline)]
+    #[param(value_type = Option<crate::doc::IntentName>)]
     intent: Option<String>,
     /// Only results scoring at least this.
     #[param(value_type = Option<i32>, minimum = 0, maximum = 100)]
     min_score: Option<String>,
     /// Only results scored this way.
-    #[param(value_type = Option<crate::doc::ScoreBasisName>, inline)]
+    #[param(value_type = Option<crate::doc::ScoreBasisName>)]
     score_basis: Option<String>,
     /// Items per page, 1 to 1000 (default 50).
     #[param(value_type = Option<i32>, minimum = 1, maximum = 1000)]
@@ -76,22 +76,22 @@ pub struct ResultResponse {
     pub company: String,
     pub industry: String,
     pub location: String,
-    // A doc comment here would make utoipa wrap the inline enum in an `allOf` with `type: object`.
+    // A doc comment here would make utoipa wrap the enum's reference in an `allOf` with `type: object`.
     // High >= 70, Medium >= 40, else Low.
-    #[schema(inline, value_type = crate::doc::IntentName)]
+    #[schema(value_type = crate::doc::IntentName)]
     pub intent: String,
     /// 0-100.
     pub score: u8,
     pub rule_score: u8,
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::doc::RuleReasonDoc>)]
     pub rule_reasons: Vec<RuleReason>,
-    #[schema(inline, value_type = Option<crate::doc::IntentName>)]
+    #[schema(value_type = Option<crate::doc::IntentName>)]
     pub ai_intent: Option<String>,
     pub ai_score: Option<u8>,
     pub ai_reasoning: Option<String>,
-    #[schema(inline, value_type = crate::doc::AiStatusName)]
+    #[schema(value_type = crate::doc::AiStatusName)]
     pub ai_status: String,
-    #[schema(inline, value_type = crate::doc::ScoreBasisName)]
+    #[schema(value_type = crate::doc::ScoreBasisName)]
     pub score_basis: String,
     pub flags: Vec<String>,
     /// Rule reasons and the AI's reason in one line.
@@ -144,7 +144,7 @@ pub struct ResultPage {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/results", tag = "runs", params(("id" = String, Path, description = "Run id"), ResultQuery),
+#[utoipa::path(get, path = "/v1/runs/{id}/results", operation_id = "list_run_results", tag = "runs", params(("id" = String, Path, description = "Run id"), ResultQuery),
     responses(
         (status = 200, description = "The run's results in lead order", body = ResultPage),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
@@ -175,17 +175,17 @@ const EXPORT_PAGE: u32 = 1000;
 #[allow(dead_code)] // Documentation only: the exports read `ResultQuery` / `CurrentQuery` and ignore paging.
 pub struct ExportFilter {
     /// Only results of this intent.
-    #[param(value_type = Option<crate::doc::IntentName>, inline)]
+    #[param(value_type = Option<crate::doc::IntentName>)]
     intent: Option<String>,
     /// Only results scoring at least this.
     #[param(value_type = Option<i32>, minimum = 0, maximum = 100)]
     min_score: Option<String>,
     /// Only results scored this way.
-    #[param(value_type = Option<crate::doc::ScoreBasisName>, inline)]
+    #[param(value_type = Option<crate::doc::ScoreBasisName>)]
     score_basis: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/results.csv", tag = "runs", params(("id" = String, Path, description = "Run id"), ExportFilter),
+#[utoipa::path(get, path = "/v1/runs/{id}/results.csv", operation_id = "export_run_results", tag = "runs", params(("id" = String, Path, description = "Run id"), ExportFilter),
     responses(
         (status = 200, description = "The results CSV (layout in the README), streamed", content_type = "text/csv", body = String),
         (status = 400, description = "Bad filter (the parameter is named)", body = Problem, content_type = "application/problem+json"),
@@ -252,13 +252,13 @@ pub struct CurrentQuery {
     /// Only results for this offer.
     offer_id: Option<String>,
     /// Only results of this intent.
-    #[param(value_type = Option<crate::doc::IntentName>, inline)]
+    #[param(value_type = Option<crate::doc::IntentName>)]
     intent: Option<String>,
     /// Only results scoring at least this.
     #[param(value_type = Option<i32>, minimum = 0, maximum = 100)]
     min_score: Option<String>,
     /// Only results scored this way.
-    #[param(value_type = Option<crate::doc::ScoreBasisName>, inline)]
+    #[param(value_type = Option<crate::doc::ScoreBasisName>)]
     score_basis: Option<String>,
     /// Items per page, 1 to 1000 (default 50).
     #[param(value_type = Option<i32>, minimum = 1, maximum = 1000)]
@@ -284,7 +284,7 @@ impl CurrentQuery {
     }
 }
 
-#[utoipa::path(get, path = "/v1/results", tag = "runs", params(CurrentQuery),
+#[utoipa::path(get, path = "/v1/results", operation_id = "list_current_results", tag = "runs", params(CurrentQuery),
     responses(
         (status = 200, description = "The current result per (lead, offer): the one from the most recently created run", body = ResultPage),
         (status = 400, description = "Bad filter or cursor (the parameter is named)", body = Problem, content_type = "application/problem+json"),
@@ -305,7 +305,7 @@ pub async fn list_current(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/results.csv", tag = "runs",
+#[utoipa::path(get, path = "/v1/results.csv", operation_id = "export_current_results", tag = "runs",
     params(("offer_id" = Option<String>, Query, description = "Only results for this offer"), ExportFilter),
     responses(
         (status = 200, description = "The current results as the results CSV, streamed", content_type = "text/csv", body = String),
