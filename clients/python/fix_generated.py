@@ -1,7 +1,8 @@
 """Works around openapi-python-client issue #1451 (open in 0.29.1): an operation whose required body has several
 content types (our upload: multipart/form-data or text/csv) is annotated `... | Unset = UNSET`, but `Unset` is
-not imported, so the module fails to import. Adds the import where a module uses `Unset` without it; drop this
-once a fixed generator is pinned (the check below then finds nothing to do and says so).
+not imported, so the module fails to import (today the upload's `encoding` parameter happens to bring the import
+in). Adds the import where a module uses `Unset` or `UNSET` without it; drop this once a fixed generator is
+pinned.
 
 Usage: python fix_generated.py PACKAGE_DIR
 """
@@ -33,7 +34,7 @@ def main(package: Path) -> None:
     for m in fixed:
         print(f"fix_generated: imported Unset in {m.relative_to(package)} (openapi-python-client #1451)")
     if not fixed:
-        print("fix_generated: nothing to fix; openapi-python-client #1451 may be fixed: remove this step")
+        print("fix_generated: every module imports the names it uses")
 
 
 if __name__ == "__main__":

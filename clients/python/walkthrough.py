@@ -28,12 +28,22 @@ from leadscore_client.types import UNSET, File
 
 # docs: retry
 def call(endpoint, **kwargs):
-    """Calls a generated endpoint, waiting out 429 and 503 as `Retry-After` says (at most 5 tries)."""
+    """Calls a generated endpoint, waiting as `Retry-After` says (at most 5 tries) after a 429 (refused before
+    anything was done: always safe to repeat) or a 503 with `Retry-After` on a read or on a request with an
+    `Idempotency-Key` (a 503 may come after the work was done: repeating another write could do it twice)."""
+    repeatable = endpoint.__name__.rsplit(".", 1)[-1].startswith(("get_", "list_")) or "idempotency_key" in kwargs
     for attempt in range(5):
         response = endpoint.sync_detailed(**kwargs)
-        if response.status_code not in (429, 503) or attempt == 4:
+        retry_after = response.headers.get("Retry-After")
+        retry = response.status_code == 429 or (response.status_code == 503 and retry_after and repeatable)
+        if not retry or attempt == 4:
             return response.parsed
-        time.sleep(float(response.headers.get("Retry-After", 2**attempt)))
+        time.sleep(float(retry_after or 2**attempt))
+        # A file body was read by the first try: send it again from its start.
+        body = kwargs.get("body")
+        payload = getattr(getattr(body, "file", body), "payload", None)
+        if hasattr(payload, "seek"):
+            payload.seek(0)
 
 
 # docs: end
@@ -45,6 +55,8 @@ def main(base_url: str, api_key: str, repo: Path) -> None:
     offer = call(create_offer, client=client, body=OfferBody.from_dict(json.loads((repo / "examples/offer.json").read_text())))
     # docs: end
     assert offer.name == "AI Outreach Automation", offer
+    # An offer of this walkthrough's own, so that no verdict is cached from another run: the run waits on the model.
+    offer = call(create_offer, client=client, body=OfferBody(name=f"Walkthrough {uuid.uuid4()}", value_props=offer.value_props, ideal_use_cases=offer.ideal_use_cases))
 
     # docs: upload
     # The file is streamed from disk as the multipart field `file`, never read whole.
@@ -76,8 +88,8 @@ def main(base_url: str, api_key: str, repo: Path) -> None:
 
     # docs: wait
     # Poll with the ETag: an unchanged run answers 304 with no body.
-    etag = None
-    while True:
+    etag, deadline = None, time.monotonic() + 120
+    while time.monotonic() < deadline:
         response = get_run.sync_detailed(client=client, id=run.id, if_none_match=etag or UNSET)
         if response.status_code == 200:
             run, etag = response.parsed, response.headers["ETag"]
@@ -89,10 +101,10 @@ def main(base_url: str, api_key: str, repo: Path) -> None:
     assert run.status == RunStatus.COMPLETED, run
     assert run.job_counts.succeeded == 2, run.job_counts
 
-    statuses = []
     # docs: events
     # The first event is the run as it is now; the stream ends after the one that shows it finished. A comment
     # line every 15 s keeps a quiet stream alive, so a read timeout of a minute is safe.
+    statuses = []
     timeout = httpx.Timeout(10, read=60)
     with client.get_httpx_client().stream("GET", f"/v1/runs/{run.id}/events", timeout=timeout) as response:
         event = None
@@ -149,6 +161,8 @@ def main(base_url: str, api_key: str, repo: Path) -> None:
     while (second := call(get_run, client=client, id=second.id)).status != RunStatus.CANCELLED:
         assert time.monotonic() < deadline, second
         time.sleep(0.2)
+    # The job with the model finished; the one still queued was cancelled.
+    assert second.job_counts.cancelled >= 1 and second.job_counts.total == 2, second.job_counts
 
     # docs: errors
     missing = call(get_run, client=client, id="no-such-run")

@@ -13,6 +13,7 @@ if (!source) {
 const BLOB = ts.factory.createTypeReferenceNode(ts.factory.createIdentifier("Blob"));
 // openapi-typescript reports problems of the document on the console: any of them fails the generation.
 const warnings = [];
+const report = console.error;
 for (const level of ["warn", "error"]) console[level] = (...args) => warnings.push(args.join(" "));
 const ast = await openapiTS(source.includes("://") ? new URL(source) : new URL(source, `file://${process.cwd()}/`), {
   transform(schema) {
@@ -20,7 +21,7 @@ const ast = await openapiTS(source.includes("://") ? new URL(source) : new URL(s
   },
 });
 if (warnings.length) {
-  console.error(`openapi-typescript warned:\n${warnings.join("\n")}`);
+  report(`openapi-typescript warned:\n${warnings.join("\n")}`);
   process.exit(1);
 }
 mkdirSync("generated", { recursive: true });

@@ -31,13 +31,20 @@ const [baseUrl, apiKey, repo] = process.argv.slice(2);
 assert.ok(baseUrl && apiKey && repo, "usage: node dist/walkthrough.js BASE_URL API_KEY REPO_DIR");
 
 // docs: retry
-// Waits out 429 and 503 as `Retry-After` says (at most 5 tries); every other answer is returned as it is.
+// Waits as `Retry-After` says (at most 5 tries) after a 429 (refused before anything was done: safe to repeat) or
+// a 503 with `Retry-After` on a read or a request with an `Idempotency-Key` (a 503 may come after the work was
+// done). Only bodiless and JSON requests are repeated: keeping a copy of an upload's body to send it again would
+// hold the whole file in memory, so an upload's 429 or 503 is returned to the caller, who opens the file again.
 const retrying = async (request: Request): Promise<Response> => {
+  const json = (request.headers.get("Content-Type") ?? "").includes("json");
+  const replayable = request.body === null || json;
+  const repeatable = request.method === "GET" || request.headers.has("Idempotency-Key");
   for (let attempt = 0; ; attempt++) {
-    const response = await fetch(request.clone());
-    if (![429, 503].includes(response.status) || attempt === 4) return response;
-    const seconds = Number(response.headers.get("Retry-After") ?? 2 ** attempt);
-    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    const response = await fetch(replayable ? request.clone() : request);
+    const retryAfter = response.headers.get("Retry-After");
+    const retry = response.status === 429 || (response.status === 503 && retryAfter !== null && repeatable);
+    if (!retry || !replayable || attempt === 4) return response;
+    await new Promise((resolve) => setTimeout(resolve, Number(retryAfter ?? 2 ** attempt) * 1000));
   }
 };
 // docs: end
@@ -54,6 +61,11 @@ async function main(): Promise<void> {
   if (offerError) throw new Error(offerError.detail);
   // docs: end
   assert.equal(offer.name, "AI Outreach Automation");
+  // An offer of this walkthrough's own, so that no verdict is cached from another run: the run waits on the model.
+  const own = await client.POST("/v1/offers", {
+    body: { name: `Walkthrough ${randomUUID()}`, value_props: offer.value_props, ideal_use_cases: offer.ideal_use_cases },
+  });
+  if (own.error) throw new Error(own.error.detail);
 
   // docs: upload
   // On Node.js 20+, openAsBlob reads the file from disk as the request is sent: it is never held whole in memory
@@ -79,7 +91,7 @@ async function main(): Promise<void> {
   assert.equal(rejected?.items.length, 5);
 
   // docs: score
-  const body = { offer_id: offer.id, upload_id: upload.upload_id };
+  const body = { offer_id: own.data.id, upload_id: upload.upload_id };
   const key = randomUUID(); // keep it with the request: a retry with it returns the same run
   const created = await client.POST("/v1/leads/score", { body, params: { header: { "Idempotency-Key": key } } });
   const retried = await client.POST("/v1/leads/score", { body, params: { header: { "Idempotency-Key": key } } });
@@ -90,7 +102,12 @@ async function main(): Promise<void> {
 
   // docs: events
   // One `status` event per change, the last one when the run finishes; then the stream ends.
-  const events = await client.GET("/v1/runs/{id}/events", { params: { path: { id: runId } }, parseAs: "stream" });
+  const statuses: string[] = [];
+  const events = await client.GET("/v1/runs/{id}/events", {
+    params: { path: { id: runId } },
+    parseAs: "stream",
+    signal: AbortSignal.timeout(120_000), // give up after two minutes
+  });
   let run: Run | undefined;
   const decoder = new TextDecoder();
   let buffer = "";
@@ -102,12 +119,14 @@ async function main(): Promise<void> {
       const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
       if (lines.includes("event: status")) {
         run = JSON.parse(data) as Run;
+        statuses.push(run.status);
         console.log(`${run.status}: ${run.job_counts.succeeded}/${run.job_counts.total}`);
       }
     }
   }
   // docs: end
   assert.equal(run?.status, "completed");
+  assert.ok(statuses.length > 1, `the stream showed no progress: ${statuses}`);
 
   // docs: wait
   // Or wait in the request: `Prefer: wait=N` answers 200 with the results once the run is finished (within N s).
@@ -173,7 +192,11 @@ async function main(): Promise<void> {
   assert.ok(["cancelling", "cancelled"].includes(cancelled.data.status));
   for (const deadline = Date.now() + 30_000; ; await new Promise((resolve) => setTimeout(resolve, 200))) {
     const { data } = await client.GET("/v1/runs/{id}", { params: { path: { id: secondId } } });
-    if (data?.status === "cancelled") break;
+    if (data?.status === "cancelled") {
+      // The job with the model finished; the one still queued was cancelled.
+      assert.ok(data.job_counts.cancelled >= 1 && data.job_counts.total === 2, JSON.stringify(data.job_counts));
+      break;
+    }
     assert.ok(Date.now() < deadline, `run ${secondId} is still ${data?.status}`);
   }
 

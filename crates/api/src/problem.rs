@@ -86,8 +86,13 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Conflict(String),
+    /// A dependency is down, or the request ran out of time: `503` with `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
+    /// `503` without `Retry-After`: sending the same request again would not help by itself (a run that is
+    /// blocked on its configuration, a waiting route whose run is still going, which a retry would score again).
+    #[error("{0}")]
+    NotNow(String),
     /// A per-key limit (`crate::limits`): answered 429 with `Retry-After: retry_after` (seconds).
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after: u64 },
@@ -149,7 +154,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NotNow(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -166,7 +171,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported content type"),
             ApiError::Unauthorized(_) => ("unauthorized", "Missing or unknown API key"),
             ApiError::Conflict(_) => ("conflict", "Not possible in the current state"),
-            ApiError::Unavailable(_) => ("unavailable", "Temporarily unavailable"),
+            ApiError::Unavailable(_) | ApiError::NotNow(_) => ("unavailable", "Temporarily unavailable"),
             ApiError::TooManyRequests { .. } => ("too-many-requests", "Too many requests with this API key"),
             ApiError::Internal(_) => ("internal", "Internal error"),
         }

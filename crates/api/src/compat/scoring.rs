@@ -136,12 +136,12 @@ async fn wait_for_run(state: &AppState, ws: &str, run_id: &str) -> Result<(), Co
             }
             Some(r) if r.status == S::Blocked => {
                 let reason = r.blocked_reason.unwrap_or_default();
-                return Err(CompatError::Api(ApiError::Unavailable(format!(
+                return Err(CompatError::Api(ApiError::NotNow(format!(
                     "the run {run_id} is blocked: the AI provider refuses this server's configuration ({reason})"
                 ))));
             }
             Some(_) if tokio::time::Instant::now() >= deadline => {
-                return Err(CompatError::Api(ApiError::Unavailable(format!(
+                return Err(CompatError::Api(ApiError::NotNow(format!(
                     "the run {run_id} is still going: follow /v1/runs/{run_id}"
                 ))));
             }
