@@ -54,6 +54,10 @@ struct ScoreArgs {
     /// Longest accepted field, in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     max_field_bytes: usize,
+    /// The file's text encoding (`windows-1252`, `utf-16le`, `shift_jis`, ...); found from the file when omitted
+    /// (UTF-8, UTF-16 with a byte order mark, or windows-1252).
+    #[arg(long, value_parser = encoding)]
+    encoding: Option<&'static leadscore_core::csv::encoding::Encoding>,
     /// Keep the upload, run and results in this database (`sqlite://FILE` or `postgres://...`, e.g. the one
     /// `leadscore serve` uses) instead of a throwaway SQLite file.
     #[arg(long)]
@@ -63,6 +67,10 @@ struct ScoreArgs {
     concurrency: u16,
     #[command(flatten)]
     llm: leadscore_ops::config::LlmArgs,
+}
+
+fn encoding(label: &str) -> Result<&'static leadscore_core::csv::encoding::Encoding, String> {
+    leadscore_core::csv::encoding::encoding_for_label(label).map_err(|e| e.to_string())
 }
 
 /// Exit codes: 0 scored, 1 failed while working, 2 the input cannot be used (or `--strict` and a row was

@@ -113,17 +113,61 @@ fn strict_turns_rejected_rows_into_exit_2() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
+/// A Windows-1252 save of Excel and a HubSpot export score as they are; the record id keeps its header in the
+/// results, so the CRM can match them on import.
+#[test]
+fn crm_and_excel_exports_score_as_they_are() {
+    let dir = scratch("crm");
+    for (file, encoding) in
+        [("excel-csv.csv", None), ("hubspot-contacts.csv", None), ("excel-csv.csv", Some("cp1252"))]
+    {
+        let out = dir.join("scored.csv");
+        let mut args = vec![
+            "score",
+            file,
+            "--offer",
+            "examples/offer.json",
+            "--no-ai",
+            "-o",
+            out.to_str().expect("utf8"),
+        ];
+        if let Some(e) = encoding {
+            args.extend(["--encoding", e]);
+        }
+        let path = format!("examples/crm/{file}");
+        args[1] = &path;
+        let o = leadscore(&args);
+        assert!(o.status.success(), "{file}: {}", stderr(&o));
+        let csv = std::fs::read_to_string(&out).expect("results written");
+        assert!(csv.contains("José Müller") && csv.contains("São Paulo"), "{file}: {csv}");
+        assert_eq!(rows(&csv).len(), 3, "{file}: {csv}");
+        if file.starts_with("hubspot") {
+            assert!(csv.lines().next().expect("header").split(',').any(|h| h == "Record ID"), "{csv}");
+        }
+    }
+    let o = leadscore(&[
+        "score",
+        "examples/crm/excel-csv.csv",
+        "--offer",
+        "examples/offer.json",
+        "--encoding",
+        "klingon",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unknown encoding `klingon`"), "{}", stderr(&o));
+}
+
 #[test]
 fn unusable_input_exits_2_with_one_clear_line() {
     let dir = scratch("unusable");
     let bad_header = dir.join("bad.csv");
-    std::fs::write(&bad_header, "name,title,notes\nAnn,CEO,x\n").expect("write");
+    std::fs::write(&bad_header, "full_name,notes\nAnn,x\n").expect("write");
     let bad_offer = dir.join("offer.json");
     std::fs::write(&bad_offer, r#"{"name": "x", "ideal_use_cases": []}"#).expect("write");
     let cases: [(&[&str], &str); 4] = [
         (
             &["score", bad_header.to_str().expect("utf8"), "--offer", "examples/offer.json"],
-            "missing required columns: company, industry, location, linkedin_bio",
+            "missing required columns: role, company",
         ),
         (
             &["score", "examples/leads.csv", "--offer", bad_offer.to_str().expect("utf8")],

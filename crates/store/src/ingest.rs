@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use leadscore_core::Lead;
-use leadscore_core::csv::{HeaderError, LeadReader, Limits, RejectedRow, Row};
+use leadscore_core::csv::encoding::{Encoding, utf8_source};
+use leadscore_core::csv::{HeaderError, LeadReader, Limits, RejectedRow, Row, SourceReport};
 use tokio::sync::mpsc;
 
 use crate::uploads::{Spool, SpoolWriter};
@@ -39,6 +40,15 @@ impl Default for UploadLimits {
             spool_dir: std::env::temp_dir(),
         }
     }
+}
+
+/// How one upload is read, besides its limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IngestOptions {
+    /// Accepted leads to keep in [`Ingested::leads`] (the seed-compatible response lists them).
+    pub keep_leads: usize,
+    /// The encoding the sender declared; `None`: found from the file (see `leadscore_core::csv::encoding`).
+    pub encoding: Option<&'static Encoding>,
 }
 
 /// Rows per batch sent to the database (one `COPY` on Postgres, multi-row inserts on SQLite)...
@@ -96,7 +106,7 @@ pub struct Ingested {
 }
 
 enum FromReader {
-    Header { extra_columns: Vec<String> },
+    Header { extra_columns: Vec<String>, source: SourceReport },
     Batch { leads: Vec<(u64, Lead)>, rejects: Vec<RejectedRow> },
     Failed(IngestError),
 }
@@ -106,6 +116,7 @@ enum FromReader {
 struct ReadLimits {
     max_rows: u64,
     max_field_bytes: usize,
+    encoding: Option<&'static Encoding>,
 }
 
 /// Stores the CSV in `body` as one upload.
@@ -115,7 +126,7 @@ pub async fn ingest<S, E>(
     filename: Option<&str>,
     body: S,
     limits: UploadLimits,
-    keep_leads: usize,
+    options: IngestOptions,
 ) -> Result<Ingested, IngestError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
@@ -123,14 +134,19 @@ where
 {
     // Until the last byte is in, the database is not touched: a stalled client costs a task and a file.
     let spool = receive(body, &limits).await?;
-    let read_limits = ReadLimits { max_rows: limits.max_rows, max_field_bytes: limits.max_field_bytes };
+    let read_limits = ReadLimits {
+        max_rows: limits.max_rows,
+        max_field_bytes: limits.max_field_bytes,
+        encoding: options.encoding,
+    };
     let (batch_tx, mut batch_rx) = mpsc::channel::<FromReader>(2);
     let reader = tokio::task::spawn_blocking(move || read_csv(spool, read_limits, &batch_tx));
-    let written = write(store, workspace, filename, &mut batch_rx, keep_leads).await;
+    let written = write(store, workspace, filename, &mut batch_rx, options.keep_leads).await;
     drop(batch_rx); // a reader blocked on a full channel stops
     // A panicked reader explains whatever the writer saw (a channel closed early): report it first.
     reader.await.map_err(IngestError::ReaderPanicked)?;
-    let Written { writer, extra, errors, leads } = written?;
+    let Written { mut writer, extra, source, errors, leads } = written?;
+    writer.set_source(source);
     let upload = writer.commit(&extra).await?;
     Ok(Ingested { upload, errors, leads })
 }
@@ -162,6 +178,7 @@ where
 struct Written {
     writer: UploadWriter,
     extra: Vec<String>,
+    source: SourceReport,
     errors: Vec<RejectedRow>,
     leads: Vec<(String, u64, Lead)>,
 }
@@ -174,8 +191,8 @@ async fn write(
     rx: &mut mpsc::Receiver<FromReader>,
     keep_leads: usize,
 ) -> Result<Written, IngestError> {
-    let extra = match rx.recv().await {
-        Some(FromReader::Header { extra_columns }) => extra_columns,
+    let (extra, source) = match rx.recv().await {
+        Some(FromReader::Header { extra_columns, source }) => (extra_columns, source),
         Some(FromReader::Failed(e)) => return Err(e),
         Some(FromReader::Batch { .. }) | None => {
             return Err(IngestError::Csv(io::Error::other("the reader stopped before the header")));
@@ -200,7 +217,7 @@ async fn write(
             leads.push((id, line, lead));
         }
     }
-    Ok(Written { writer, extra, errors, leads })
+    Ok(Written { writer, extra, source, errors, leads })
 }
 
 /// Recognises file formats people upload by mistake.
@@ -218,7 +235,9 @@ fn binary_kind(start: &[u8]) -> Option<&'static str> {
 /// Runs on a blocking thread: parses rows and sends them in batches bounded in rows and in bytes.
 fn read_csv(src: Spool, limits: ReadLimits, tx: &mpsc::Sender<FromReader>) {
     let csv_limits = Limits { max_field_bytes: limits.max_field_bytes, ..Limits::default() };
-    let reader = match LeadReader::new(src, csv_limits) {
+    let opened = utf8_source(src, limits.encoding)
+        .and_then(|(src, encoding)| Ok((LeadReader::new(src, csv_limits)?, encoding)));
+    let (reader, encoding) = match opened {
         Ok(r) => r,
         Err(e) => {
             let e = match e {
@@ -229,7 +248,8 @@ fn read_csv(src: Spool, limits: ReadLimits, tx: &mpsc::Sender<FromReader>) {
             return;
         }
     };
-    if tx.blocking_send(FromReader::Header { extra_columns: reader.extra_columns() }).is_err() {
+    let source = SourceReport::new(encoding.name(), &reader);
+    if tx.blocking_send(FromReader::Header { extra_columns: reader.extra_columns(), source }).is_err() {
         return;
     }
     let (mut leads, mut rejects, mut bytes) = (Vec::new(), Vec::new(), 0);
@@ -293,7 +313,7 @@ mod tests {
         spool.write(csv.as_bytes()).await.expect("write");
         let spool = spool.finish().await.expect("finish");
         let (tx, mut rx) = mpsc::channel(2);
-        let limits = ReadLimits { max_rows: u64::MAX, max_field_bytes: 16 * 1024 };
+        let limits = ReadLimits { max_rows: u64::MAX, max_field_bytes: 16 * 1024, encoding: None };
         let reader = tokio::task::spawn_blocking(move || read_csv(spool, limits, &tx));
         let mut sizes = Vec::new();
         while let Some(msg) = rx.recv().await {

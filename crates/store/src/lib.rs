@@ -31,7 +31,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use ai::RunUsage;
-pub use ingest::{INLINE_ERRORS, IngestError, Ingested, UploadLimits, ingest};
+pub use ingest::{INLINE_ERRORS, IngestError, IngestOptions, Ingested, UploadLimits, ingest};
 pub use keys::{ApiKeyInfo, LAST_USED_EVERY, NewApiKey, Revoked};
 pub use leads::LeadRecord;
 pub use maintenance::Leadership;
@@ -375,6 +375,7 @@ const POSTGRES_MIGRATIONS: Migrations = &[
     (9, "current_results", include_str!("../../../migrations/postgres/0009_current_results.sql")),
     (11, "unfinished_runs", include_str!("../../../migrations/postgres/0011_unfinished_runs.sql")),
     (12, "run_trace", include_str!("../../../migrations/postgres/0012_run_trace.sql")),
+    (13, "upload_source", include_str!("../../../migrations/postgres/0013_upload_source.sql")),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (1, "init", include_str!("../../../migrations/sqlite/0001_init.sql")),
@@ -388,6 +389,7 @@ const SQLITE_MIGRATIONS: Migrations = &[
     (9, "current_results", include_str!("../../../migrations/sqlite/0009_current_results.sql")),
     (11, "unfinished_runs", include_str!("../../../migrations/sqlite/0011_unfinished_runs.sql")),
     (12, "run_trace", include_str!("../../../migrations/sqlite/0012_run_trace.sql")),
+    (13, "upload_source", include_str!("../../../migrations/sqlite/0013_upload_source.sql")),
 ];
 
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {

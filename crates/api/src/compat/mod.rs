@@ -377,7 +377,7 @@ pub async fn delete_lead(
     }
 }
 
-#[utoipa::path(post, path = "/api/leads/upload/", tag = "compat",
+#[utoipa::path(post, path = "/api/leads/upload/", tag = "compat", params(crate::routes::leads::UploadQuery),
     request_body(description = "multipart/form-data with a `file` field, or a text/csv body",
         content((crate::routes::leads::UploadForm = "multipart/form-data"), (crate::routes::leads::CsvText = "text/csv", example = json!(crate::routes::leads::CSV_EXAMPLE)))),
     responses(

@@ -5,7 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use leadscore_core::Attribute;
-use leadscore_store::{Ingested, LeadRecord, ingest};
+use leadscore_store::{IngestOptions, Ingested, LeadRecord, ingest};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -109,6 +109,7 @@ pub struct UploadResponse {
     /// The first 100 rejected rows; all of them are at `errors_url`.
     pub errors: Vec<ProblemItem>,
     pub errors_url: String,
+    pub source: crate::routes::uploads::SourceBody,
 }
 
 impl From<&Ingested> for UploadResponse {
@@ -131,6 +132,7 @@ impl From<&Ingested> for UploadResponse {
                 })
                 .collect(),
             errors_url: format!("/v1/uploads/{}/errors", u.id),
+            source: u.source.clone().into(),
         }
     }
 }
@@ -176,6 +178,34 @@ impl utoipa::PartialSchema for UploadForm {
 
 impl ToSchema for UploadForm {}
 
+/// How to read an upload, besides its body.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// The file's text encoding (`windows-1252`, `iso-8859-1`, `utf-16le`, `shift_jis`, ...). Omitted, it is
+    /// found from the file: UTF-8 (with or without a byte order mark), UTF-16 with a byte order mark, or
+    /// windows-1252; a file that is none of these with confidence is refused (422) with a hint.
+    #[param(max_length = 40, pattern = r"^[A-Za-z0-9_:.-]*$")]
+    pub encoding: Option<String>,
+}
+
+impl UploadQuery {
+    /// The options the query gives, checked.
+    fn options(uri: &axum::http::Uri, keep_leads: usize) -> Result<IngestOptions, ApiError> {
+        let query: UploadQuery = axum::extract::Query::try_from_uri(uri)
+            .map_err(|e| ApiError::bad_param("query", e.body_text()))?
+            .0;
+        let encoding = match query.encoding.as_deref() {
+            None | Some("") => None,
+            Some(label) => Some(
+                leadscore_core::csv::encoding::encoding_for_label(label)
+                    .map_err(|e| ApiError::invalid_param("encoding", e.to_string()))?,
+            ),
+        };
+        Ok(IngestOptions { keep_leads, encoding })
+    }
+}
+
 const CSV_TYPES: [&str; 5] =
     ["text/csv", "application/csv", "text/plain", "application/vnd.ms-excel", "text/x-csv"];
 
@@ -190,6 +220,7 @@ pub async fn receive_upload(
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let limits = state.upload_limits.clone();
+    let options = UploadQuery::options(req.uri(), keep_leads)?;
     if mime == "multipart/form-data" {
         let mut multipart = Multipart::from_request(req, state)
             .await
@@ -203,13 +234,13 @@ pub async fn receive_upload(
             if field.name() == Some("file") {
                 let filename = field.file_name().map(str::to_owned);
                 return Ok(
-                    ingest(&state.store, ws, filename.as_deref(), field.boxed(), limits, keep_leads).await?
+                    ingest(&state.store, ws, filename.as_deref(), field.boxed(), limits, options).await?
                 );
             }
         }
     } else if CSV_TYPES.contains(&mime.as_str()) {
         let body = req.into_body().into_data_stream();
-        Ok(ingest(&state.store, ws, None, body.boxed(), limits, keep_leads).await?)
+        Ok(ingest(&state.store, ws, None, body.boxed(), limits, options).await?)
     } else {
         Err(ApiError::UnsupportedMediaType(format!(
             "send the CSV as multipart/form-data with a `file` field, or as a text/csv body (got {:?})",
@@ -218,7 +249,7 @@ pub async fn receive_upload(
     }
 }
 
-#[utoipa::path(post, path = "/v1/leads/upload", tag = "leads",
+#[utoipa::path(post, path = "/v1/leads/upload", tag = "leads", params(UploadQuery),
     request_body(
         description = "The CSV: a multipart/form-data field `file`, or the body itself as text/csv. Columns \
             `name, role, company, industry, location, linkedin_bio` (aliases accepted), optional `external_id`, \

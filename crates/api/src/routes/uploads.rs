@@ -9,6 +9,47 @@ use crate::AppState;
 use crate::extract::{ApiQuery, PageParams, Workspace};
 use crate::problem::{ApiError, Problem, ProblemItem};
 
+/// How the file was read: the encoding and delimiter found (or declared), and which of its columns fed each
+/// lead field (`name` from `First Name` + `Last Name`, `location` from `City` + `State/Region` +
+/// `Country/Region`, ...). A field with no columns is empty for every lead.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"encoding": "windows-1252", "delimiter": ",", "fields": [
+    {"field": "name", "columns": ["First Name", "Last Name"]}, {"field": "role", "columns": ["Job Title"]},
+    {"field": "company", "columns": ["Company Name"]}, {"field": "industry", "columns": ["Industry"]},
+    {"field": "location", "columns": ["City", "Country/Region"]}, {"field": "linkedin_bio", "columns": []},
+    {"field": "external_id", "columns": ["Record ID"]}
+]}))]
+pub struct SourceBody {
+    /// The text encoding's name (`UTF-8`, `UTF-16LE`, `windows-1252`, ...); empty for uploads stored before it
+    /// was recorded.
+    pub encoding: String,
+    /// `,`, `;` or a tab.
+    pub delimiter: String,
+    /// Every lead field with the columns it was read from, in a fixed order.
+    pub fields: Vec<FieldSourceBody>,
+}
+
+/// The columns one lead field was read from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldSourceBody {
+    pub field: String,
+    pub columns: Vec<String>,
+}
+
+impl From<leadscore_core::csv::SourceReport> for SourceBody {
+    fn from(s: leadscore_core::csv::SourceReport) -> Self {
+        SourceBody {
+            encoding: s.encoding,
+            delimiter: s.delimiter,
+            fields: s
+                .fields
+                .into_iter()
+                .map(|f| FieldSourceBody { field: f.field, columns: f.columns })
+                .collect(),
+        }
+    }
+}
+
 /// An upload's report.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UploadReport {
@@ -17,8 +58,10 @@ pub struct UploadReport {
     pub rows_total: i64,
     pub rows_accepted: i64,
     pub rows_rejected: i64,
-    /// Columns of the file that are not lead fields, kept as attributes.
+    /// Columns of the file kept as attributes: the ones that are not lead fields, the parts of a composed field
+    /// (`First Name`, `City`, ...), and a CRM's record id column.
     pub extra_columns: Vec<String>,
+    pub source: SourceBody,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub errors_url: String,
@@ -52,6 +95,7 @@ pub async fn get_upload(
         rows_accepted: u.rows_accepted,
         rows_rejected: u.rows_rejected,
         extra_columns: u.extra_columns,
+        source: u.source.into(),
         created_at: u.created_at,
     }))
 }

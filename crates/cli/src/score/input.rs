@@ -11,7 +11,9 @@ use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use leadscore_core::csv::RejectedRow;
-use leadscore_store::{DEFAULT_WORKSPACE as WS, IngestError, Store, UploadLimits, UploadRecord, ingest};
+use leadscore_store::{
+    DEFAULT_WORKSPACE as WS, IngestError, IngestOptions, Store, UploadLimits, UploadRecord, ingest,
+};
 use tokio::sync::mpsc;
 
 use super::{Failure, unusable};
@@ -40,7 +42,8 @@ pub(super) async fn upload(
         ..UploadLimits::default()
     };
     let name = args.leads.file_name().and_then(|n| n.to_str()).filter(|_| args.leads.as_os_str() != "-");
-    let ingested = ingest(store, WS, name, chunks, limits, 0).await;
+    let options = IngestOptions { keep_leads: 0, encoding: args.encoding };
+    let ingested = ingest(store, WS, name, chunks, limits, options).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -23,6 +23,18 @@ pub enum Field {
 }
 
 impl Field {
+    /// Every field, in the order the upload report lists them.
+    pub const ALL: [Field; 7] = [
+        Field::Name,
+        Field::Role,
+        Field::Company,
+        Field::Industry,
+        Field::Location,
+        Field::LinkedinBio,
+        Field::ExternalId,
+    ];
+    /// The lead's own fields: a file needs a column for `name` and one for `role` or `company`; the others may be
+    /// missing (every lead then has them empty, and the upload report says so).
     pub const REQUIRED: [Field; 6] =
         [Field::Name, Field::Role, Field::Company, Field::Industry, Field::Location, Field::LinkedinBio];
 
@@ -39,29 +51,96 @@ impl Field {
     }
 
     fn from_canonical(s: &str) -> Option<Field> {
-        [Field::ExternalId].into_iter().chain(Field::REQUIRED).find(|f| f.as_str() == s)
+        Field::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+/// A part of a field that CRM and prospecting exports split over several columns: first and last name make
+/// `name` ("Ada Park"), city, state/region and country make `location` ("Munich, Bavaria, Germany"). A file
+/// with the whole field keeps its parts as attributes only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Part {
+    FirstName,
+    LastName,
+    City,
+    Region,
+    Country,
+}
+
+impl Part {
+    /// In the order they are joined.
+    pub const ALL: [Part; 5] = [Part::FirstName, Part::LastName, Part::City, Part::Region, Part::Country];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::FirstName => "first_name",
+            Part::LastName => "last_name",
+            Part::City => "city",
+            Part::Region => "region",
+            Part::Country => "country",
+        }
+    }
+
+    /// The field this part is a piece of.
+    pub fn field(self) -> Field {
+        match self {
+            Part::FirstName | Part::LastName => Field::Name,
+            Part::City | Part::Region | Part::Country => Field::Location,
+        }
+    }
+
+    fn separator(self) -> &'static str {
+        match self.field() {
+            Field::Name => " ",
+            _ => ", ",
+        }
+    }
+
+    fn from_canonical(s: &str) -> Option<Part> {
+        Part::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// What a recognised header names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Target {
+    Field(Field),
+    Part(Part),
+}
+
+impl Target {
+    fn as_str(self) -> &'static str {
+        match self {
+            Target::Field(f) => f.as_str(),
+            Target::Part(p) => p.as_str(),
+        }
     }
 }
 
 const HEADER_ALIASES: &str = include_str!("../../data/header_aliases.txt");
 
-static ALIASES: LazyLock<HashMap<String, Field>> = LazyLock::new(|| {
+static ALIASES: LazyLock<HashMap<String, Target>> = LazyLock::new(|| {
     let mut map = HashMap::new();
     for line in data_lines(HEADER_ALIASES) {
-        let (field, aliases) = line.split_once(':').expect("header_aliases.txt: `field: alias, ...`");
-        let field = Field::from_canonical(field.trim()).expect("header_aliases.txt: unknown field");
+        let (name, aliases) = line.split_once(':').expect("header_aliases.txt: `field: alias, ...`");
+        let target = Field::from_canonical(name.trim())
+            .map(Target::Field)
+            .or_else(|| Part::from_canonical(name.trim()).map(Target::Part))
+            .expect("header_aliases.txt: unknown field");
         for alias in aliases.split(',') {
-            map.insert(header_key(alias), field);
+            let previous = map.insert(header_key(alias), target);
+            assert!(previous.is_none_or(|p| p == target), "header_aliases.txt: `{alias}` names two fields");
         }
-        map.insert(header_key(field.as_str()), field);
+        map.insert(header_key(target.as_str()), target);
     }
     map
 });
 
-/// A header cell in comparable form: lower case, `_ - .` and runs of white space as one space.
+/// A header cell in comparable form: lower case, `_ - . /` and runs of white space as one space
+/// (HubSpot's `Country/Region` is `country region`).
 fn header_key(cell: &str) -> String {
     cell.to_lowercase()
-        .split(|c: char| c.is_whitespace() || matches!(c, '_' | '-' | '.'))
+        .split(|c: char| c.is_whitespace() || matches!(c, '_' | '-' | '.' | '/'))
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
@@ -73,14 +152,18 @@ pub enum HeaderError {
     #[error("the file is empty: expected a header row with the columns {}", required_list())]
     Empty,
     #[error(
-        "missing required column{}: {}. Found: {}. Expected the columns {} (aliases such as `title` or `bio` are accepted)",
-        if missing.len() > 1 { "s" } else { "" }, missing.join(", "), found_list(found), required_list()
+        "missing required column{}: {}. Found: {}. A lead needs a `name` column (or first and last name columns) \
+         and a `role` or `company` column; {} are read when present (aliases such as `title`, `Job Title` or \
+         `bio` are accepted)",
+        if missing.len() > 1 { "s" } else { "" }, missing.join(", "), found_list(found), optional_list()
     )]
     MissingColumns { missing: Vec<&'static str>, found: Vec<String> },
     #[error("column `{field}` appears twice in the header: as `{first}` and as `{second}`")]
     DuplicateColumn { field: &'static str, first: String, second: String },
     #[error("the header row is not valid UTF-8: save the file as UTF-8 (\"CSV UTF-8\" in Excel)")]
     NotUtf8,
+    #[error(transparent)]
+    Encoding(#[from] super::encoding::EncodingError),
     #[error("the header row could not be read: {0}")]
     Unreadable(String),
     #[error("reading the file failed: {0}")]
@@ -91,6 +174,10 @@ fn required_list() -> String {
     Field::REQUIRED.map(Field::as_str).join(",")
 }
 
+fn optional_list() -> String {
+    [Field::Industry, Field::Location, Field::LinkedinBio, Field::ExternalId].map(Field::as_str).join(", ")
+}
+
 fn found_list(found: &[String]) -> String {
     if found.is_empty() {
         "no columns".to_owned()
@@ -99,10 +186,47 @@ fn found_list(found: &[String]) -> String {
     }
 }
 
+/// How a file was read: its encoding, its delimiter, and which of its columns fed each field. Stored with the
+/// upload and shown in its report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SourceReport {
+    /// The encoding's WHATWG name (`UTF-8`, `UTF-16LE`, `windows-1252`, ...).
+    pub encoding: String,
+    /// `,` `;` or a tab.
+    pub delimiter: String,
+    /// Every field with the headers that fed it, in [`Field::ALL`] order; an empty list means no column did.
+    pub fields: Vec<FieldSource>,
+}
+
+/// The columns one field was read from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FieldSource {
+    pub field: String,
+    pub columns: Vec<String>,
+}
+
+impl SourceReport {
+    pub fn new<R: Read>(encoding: &str, reader: &LeadReader<R>) -> SourceReport {
+        SourceReport {
+            encoding: encoding.to_owned(),
+            delimiter: (reader.delimiter() as char).to_string(),
+            fields: reader
+                .sources()
+                .into_iter()
+                .map(|(field, columns)| FieldSource { field: field.as_str().to_owned(), columns })
+                .collect(),
+        }
+    }
+}
+
 /// What one column of the upload holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Column {
     Field(Field),
+    /// A part of a field the file splits (first and last name, city and country): joined into the field, and
+    /// also kept as an attribute under its header.
+    Part(Part),
     /// Not one of ours: kept with the lead as an attribute under this name.
     Extra(String),
 }
@@ -164,15 +288,43 @@ impl<R: Read> LeadReader<R> {
         &self.columns
     }
 
-    /// Names of the extra columns, in file order: kept as attributes and written back on export.
+    /// Names of the columns kept as attributes, in file order: written back on export under these headers.
+    /// Extra columns, the parts of composed fields, and a CRM's record id column (`Record ID`, `Lead ID`), which
+    /// is also the lead's `external_id`, so a re-import into the CRM finds its own header.
     pub fn extra_columns(&self) -> Vec<String> {
         self.columns
             .iter()
-            .filter_map(|c| match c {
-                Column::Extra(name) => Some(name.clone()),
-                Column::Field(_) => None,
+            .zip(&self.headers)
+            .filter(|(c, header)| kept_as_attribute(c, header))
+            .map(|(_, header)| header.clone())
+            .collect()
+    }
+
+    /// Which of the file's columns fed each field, in [`Field::ALL`] order: one header, the headers of its parts
+    /// in joining order, or none (every lead has the field empty).
+    pub fn sources(&self) -> Vec<(Field, Vec<String>)> {
+        Field::ALL
+            .into_iter()
+            .map(|field| {
+                let mut parts: Vec<(Option<Part>, &String)> = self
+                    .columns
+                    .iter()
+                    .zip(&self.headers)
+                    .filter_map(|(c, h)| match c {
+                        Column::Field(f) if *f == field => Some((None, h)),
+                        Column::Part(p) if p.field() == field => Some((Some(*p), h)),
+                        _ => None,
+                    })
+                    .collect();
+                parts.sort();
+                (field, parts.into_iter().map(|(_, h)| h.clone()).collect())
             })
             .collect()
+    }
+
+    /// The delimiter the file uses (`,` `;` or tab), as found on its first line.
+    pub fn delimiter(&self) -> u8 {
+        self.tokenizer.delimiter()
     }
 
     /// Bytes read from the source so far.
@@ -224,7 +376,8 @@ impl<R: Read> LeadReader<R> {
                 continue; // a line of only delimiters is a blank line
             }
             let mut row = LeadRow::default();
-            for (column, cell) in self.columns.iter().zip(&cells) {
+            let mut parts: [&str; Part::ALL.len()] = [""; Part::ALL.len()];
+            for ((column, cell), header) in self.columns.iter().zip(&cells).zip(&self.headers) {
                 match column {
                     Column::Field(Field::Name) => row.name = cell,
                     Column::Field(Field::Role) => row.role = cell,
@@ -232,9 +385,26 @@ impl<R: Read> LeadReader<R> {
                     Column::Field(Field::Industry) => row.industry = cell,
                     Column::Field(Field::Location) => row.location = cell,
                     Column::Field(Field::LinkedinBio) => row.linkedin_bio = cell,
-                    Column::Field(Field::ExternalId) => row.external_id = Some(cell),
+                    Column::Field(Field::ExternalId) => {
+                        row.external_id = Some(cell);
+                        if kept_as_attribute(column, header) {
+                            row.attributes.push((header.as_str(), cell));
+                        }
+                    }
+                    Column::Part(p) => {
+                        parts[*p as usize] = cell;
+                        row.attributes.push((header.as_str(), cell));
+                    }
                     Column::Extra(name) => row.attributes.push((name.as_str(), cell)),
                 }
+            }
+            let name = compose(&parts, Field::Name);
+            let location = compose(&parts, Field::Location);
+            if let Some(name) = &name {
+                row.name = name;
+            }
+            if let Some(location) = &location {
+                row.location = location;
             }
             let lead = match row.parse() {
                 Ok(lead) => lead,
@@ -253,11 +423,11 @@ impl<R: Read> LeadReader<R> {
         }
     }
 
+    /// The header to name in a row's error about `field`: its column, or its parts' (`First Name + Last Name`).
     fn header_of(&self, field: Field) -> String {
-        self.columns
-            .iter()
-            .position(|c| *c == Column::Field(field))
-            .map_or_else(|| field.as_str().to_owned(), |i| self.headers[i].clone())
+        let (_, headers) =
+            self.sources().into_iter().find(|(f, _)| *f == field).unwrap_or((field, Vec::new()));
+        if headers.is_empty() { field.as_str().to_owned() } else { headers.join(" + ") }
     }
 }
 
@@ -276,26 +446,54 @@ impl<R: Read> Iterator for LeadReader<R> {
     }
 }
 
-fn map_columns(headers: &[String]) -> Result<Vec<Column>, HeaderError> {
-    let mut columns = Vec::with_capacity(headers.len());
-    let mut seen: HashMap<Field, &str> = HashMap::new();
-    for h in headers {
-        match ALIASES.get(&header_key(h)) {
-            Some(&field) => {
-                if let Some(first) = seen.insert(field, h) {
-                    return Err(HeaderError::DuplicateColumn {
-                        field: field.as_str(),
-                        first: first.to_owned(),
-                        second: h.clone(),
-                    });
-                }
-                columns.push(Column::Field(field));
-            }
-            None => columns.push(Column::Extra(h.clone())),
-        }
+/// Whether a column's cells are also kept as attributes under its header.
+fn kept_as_attribute(column: &Column, header: &str) -> bool {
+    match column {
+        Column::Extra(_) | Column::Part(_) => true,
+        Column::Field(Field::ExternalId) => header_key(header) != "external id",
+        Column::Field(_) => false,
     }
-    let missing: Vec<&'static str> =
-        Field::REQUIRED.into_iter().filter(|f| !seen.contains_key(f)).map(Field::as_str).collect();
+}
+
+fn map_columns(headers: &[String]) -> Result<Vec<Column>, HeaderError> {
+    let mut targets = Vec::with_capacity(headers.len());
+    let mut seen: HashMap<Target, &str> = HashMap::new();
+    for h in headers {
+        let target = ALIASES.get(&header_key(h)).copied();
+        if let Some(t) = target
+            && let Some(first) = seen.insert(t, h)
+        {
+            return Err(HeaderError::DuplicateColumn {
+                field: t.as_str(),
+                first: first.to_owned(),
+                second: h.clone(),
+            });
+        }
+        targets.push(target);
+    }
+    let has = |f: Field| seen.contains_key(&Target::Field(f));
+    let columns = targets
+        .into_iter()
+        .zip(headers)
+        .map(|(t, h)| match t {
+            Some(Target::Field(f)) => Column::Field(f),
+            // The whole field wins over its parts, which stay attributes.
+            Some(Target::Part(p)) if !has(p.field()) => Column::Part(p),
+            Some(Target::Part(_)) | None => Column::Extra(h.clone()),
+        })
+        .collect::<Vec<_>>();
+    let fed = |f: Field| {
+        columns.iter().any(|c| {
+            matches!(c, Column::Field(x) if *x == f) || matches!(c, Column::Part(p) if p.field() == f)
+        })
+    };
+    let mut missing = Vec::new();
+    if !fed(Field::Name) {
+        missing.push(Field::Name.as_str());
+    }
+    if !fed(Field::Role) && !fed(Field::Company) {
+        missing.extend([Field::Role.as_str(), Field::Company.as_str()]);
+    }
     if missing.is_empty() {
         Ok(columns)
     } else {
@@ -304,6 +502,23 @@ fn map_columns(headers: &[String]) -> Result<Vec<Column>, HeaderError> {
             found: headers.iter().filter(|h| !h.is_empty()).take(20).cloned().collect(),
         })
     }
+}
+
+/// The field `field` joined from the parts the row has (`None` when the file has no part of it, or when
+/// every part of it is blank, so that the row's own checks name what is missing).
+fn compose(parts: &[&str; Part::ALL.len()], field: Field) -> Option<String> {
+    let mut out = String::new();
+    for part in Part::ALL.into_iter().filter(|p| p.field() == field) {
+        let cell = parts[part as usize].trim();
+        if crate::text::is_blank(cell) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(part.separator());
+        }
+        out.push_str(cell);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn describe(p: &RecordProblem, headers: &[String], limits: Limits, line: u64) -> String {

@@ -1,7 +1,8 @@
 //! Reading leads from CSV: a streaming tokenizer and the lead reader on top of it.
 
+pub mod encoding;
 mod leads;
 mod tokenizer;
 
-pub use leads::{Column, Field, HeaderError, LeadReader, RejectedRow, Row};
+pub use leads::{Column, Field, FieldSource, HeaderError, LeadReader, Part, RejectedRow, Row, SourceReport};
 pub use tokenizer::Limits;

@@ -146,6 +146,11 @@ impl<R: Read> Tokenizer<R> {
         Ok(t)
     }
 
+    /// The delimiter sniffed from the first line.
+    pub fn delimiter(&self) -> u8 {
+        self.delimiter
+    }
+
     /// Bytes taken from the source so far (for progress reporting).
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read

@@ -24,6 +24,9 @@ pub struct UploadRecord {
     pub rows_accepted: i64,
     pub rows_rejected: i64,
     pub extra_columns: Vec<String>,
+    /// How the file was read (encoding, delimiter, the columns each field came from); empty for uploads stored
+    /// before it was recorded.
+    pub source: leadscore_core::csv::SourceReport,
     pub created_at: OffsetDateTime,
 }
 

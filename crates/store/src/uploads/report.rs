@@ -12,7 +12,7 @@ impl Store {
     pub async fn get_upload(&self, workspace: &str, id: &str) -> Result<Option<UploadRecord>> {
         on_pool!(self, pool => {
             let row = sqlx::query(
-                "select id, filename, rows_total, rows_accepted, rows_rejected, extra_columns, created_at \
+                "select id, filename, rows_total, rows_accepted, rows_rejected, extra_columns, source, created_at \
                  from uploads where id = $1 and workspace_id = $2")
                 .bind(id)
                 .bind(workspace)
@@ -59,6 +59,7 @@ fn upload_from_row(r: &impl DbRow) -> Result<UploadRecord> {
         rows_accepted: r.int("rows_accepted")?,
         rows_rejected: r.int("rows_rejected")?,
         extra_columns: r.json("extra_columns")?,
+        source: r.json("source")?,
         created_at: r.time("created_at")?,
     })
 }

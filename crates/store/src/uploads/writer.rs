@@ -6,6 +6,7 @@
 
 use leadscore_core::Lead;
 use leadscore_core::csv::RejectedRow;
+use leadscore_core::csv::SourceReport;
 use sqlx::types::Json;
 use sqlx::{Postgres, Sqlite, Transaction};
 use time::OffsetDateTime;
@@ -54,6 +55,8 @@ pub struct UploadWriter {
     id_range: Option<(String, String)>,
     created_at: OffsetDateTime,
     copy_buf: Vec<u8>,
+    /// How the file was read, stored with the counts.
+    source: SourceReport,
 }
 
 impl std::fmt::Debug for UploadWriter {
@@ -103,6 +106,7 @@ impl Store {
             id_range: None,
             created_at,
             copy_buf: Vec::new(),
+            source: SourceReport::default(),
         })
     }
 }
@@ -110,6 +114,11 @@ impl Store {
 impl UploadWriter {
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Records how the file was read (stored by [`UploadWriter::commit`]).
+    pub fn set_source(&mut self, source: SourceReport) {
+        self.source = source;
     }
 
     /// Stores a batch of accepted leads (with their line numbers) and rejected rows; returns the new leads' ids
@@ -200,7 +209,7 @@ impl UploadWriter {
     /// Records the counts and commits: from here on the upload and its leads exist.
     pub async fn commit(self, extra_columns: &[String]) -> Result<UploadRecord> {
         let sql = "update uploads set rows_total = $1, rows_accepted = $2, rows_rejected = $3, extra_columns = $4, \
-                   min_lead_id = $5, max_lead_id = $6 where id = $7";
+                   min_lead_id = $5, max_lead_id = $6, source = $8 where id = $7";
         let (min_id, max_id) = self.id_range.clone().unzip();
         let total = self.accepted + self.rejected;
         on_tx!(self.tx, mut tx => {
@@ -212,6 +221,7 @@ impl UploadWriter {
                 .bind(&min_id)
                 .bind(&max_id)
                 .bind(&self.id)
+                .bind(Json(&self.source))
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -229,6 +239,7 @@ impl UploadWriter {
             rows_accepted: self.accepted,
             rows_rejected: self.rejected,
             extra_columns: extra_columns.to_vec(),
+            source: self.source,
             created_at: self.created_at,
         })
     }

@@ -43,16 +43,70 @@ fn reads_the_original_sample() {
 
 #[test]
 fn normalises_headers_aliases_and_keeps_extras() {
-    let csv = "\u{FEFF} Full Name ;Job Title;Company;Sector;City;LinkedIn Bio;CRM ID;Deal Size\r\n\
+    let csv = "\u{FEFF} Full Name ;Job Title;Company;Sector;Location;LinkedIn Bio;CRM ID;Deal Size\r\n\
                Ann;CTO;Acme;SaaS;Paris;Builds things;crm-1;50k\r\n";
     let reader = LeadReader::new(csv.as_bytes(), Limits::default()).expect("header ok");
-    assert_eq!(reader.extra_columns(), ["Deal Size"]);
+    // The record id keeps its own header too: a re-import into the CRM matches on it.
+    assert_eq!(reader.extra_columns(), ["CRM ID", "Deal Size"]);
+    assert_eq!(reader.delimiter(), b';');
     let rows: Vec<Row> = reader.map(|r| r.expect("io")).collect();
     let Row::Accepted { lead, .. } = &rows[0] else { panic!("accepted: {rows:?}") };
     assert_eq!((lead.name.as_str(), lead.role.as_str(), lead.industry.as_str()), ("Ann", "CTO", "SaaS"));
     assert_eq!(lead.external_id.as_deref(), Some("crm-1"));
-    assert_eq!(lead.attributes[0].name, "Deal Size");
-    assert_eq!(lead.attributes[0].value, "50k");
+    let attributes: Vec<(&str, &str)> =
+        lead.attributes.iter().map(|a| (a.name.as_str(), a.value.as_str())).collect();
+    assert_eq!(attributes, [("CRM ID", "crm-1"), ("Deal Size", "50k")]);
+}
+
+#[test]
+fn split_names_and_locations_are_joined_and_kept_as_attributes() {
+    let csv = "Record ID,First Name,Last Name,Job Title,Company Name,Industry,City,State/Region,Country/Region,Email\n\
+               101,José,Müller,CTO,Acme,SaaS,Munich,Bavaria,Germany,jm@acme.example\n\
+               102,,Park,VP Sales,Lumen,SaaS,,,South Korea,\n\
+               103,N/A,,CEO,Nameless,SaaS,Paris,,France,\n";
+    let reader = LeadReader::new(csv.as_bytes(), Limits::default()).expect("header ok");
+    let sources: Vec<(&str, Vec<String>)> =
+        reader.sources().into_iter().map(|(f, h)| (f.as_str(), h)).collect();
+    let named = |h: &[&str]| h.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        sources,
+        [
+            ("name", named(&["First Name", "Last Name"])),
+            ("role", named(&["Job Title"])),
+            ("company", named(&["Company Name"])),
+            ("industry", named(&["Industry"])),
+            ("location", named(&["City", "State/Region", "Country/Region"])),
+            ("linkedin_bio", named(&[])),
+            ("external_id", named(&["Record ID"])),
+        ]
+    );
+    assert_eq!(
+        reader.extra_columns(),
+        ["Record ID", "First Name", "Last Name", "City", "State/Region", "Country/Region", "Email"]
+    );
+    let rows: Vec<Row> = reader.map(|r| r.expect("io")).collect();
+    let leads: Vec<(&str, &str)> = rows
+        .iter()
+        .filter_map(|r| match r {
+            Row::Accepted { lead, .. } => Some((lead.name.as_str(), lead.location.as_str())),
+            Row::Rejected(_) => None,
+        })
+        .collect();
+    assert_eq!(leads, [("José Müller", "Munich, Bavaria, Germany"), ("Park", "South Korea")]);
+    // A row whose name parts are all blank is rejected naming both columns.
+    assert_eq!(rejected(&rows), [(4, Some("First Name + Last Name"), "name is required")]);
+    let Row::Accepted { lead, .. } = &rows[0] else { panic!("accepted") };
+    assert!(lead.attributes.iter().any(|a| a.name == "City" && a.value == "Munich"), "{lead:?}");
+}
+
+#[test]
+fn a_whole_field_wins_over_its_parts() {
+    let csv = "Name,First Name,Last Name,Title,Company,Location,City\nAda Park,Ada,Park,CTO,Acme,\"Seoul, KR\",Seoul\n";
+    let reader = LeadReader::new(csv.as_bytes(), Limits::default()).expect("header ok");
+    let rows: Vec<Row> = reader.map(|r| r.expect("io")).collect();
+    let Row::Accepted { lead, .. } = &rows[0] else { panic!("accepted: {rows:?}") };
+    assert_eq!((lead.name.as_str(), lead.location.as_str()), ("Ada Park", "Seoul, KR"));
+    assert_eq!(lead.attributes.len(), 3, "{lead:?}");
 }
 
 #[test]
@@ -73,12 +127,15 @@ fn every_header_alias_maps_to_its_field() {
 
 #[test]
 fn one_error_lists_every_missing_column() {
-    let err = read(b"Name,Role,Company,Notes\nx,y,z,w\n").expect_err("missing");
+    let err = read(b"Email,Notes\nx,w\n").expect_err("missing");
     let HeaderError::MissingColumns { missing, found } = &err else { panic!("{err}") };
-    assert_eq!(missing, &["industry", "location", "linkedin_bio"]);
-    assert_eq!(found, &["Name", "Role", "Company", "Notes"]);
+    assert_eq!(missing, &["name", "role", "company"]);
+    assert_eq!(found, &["Email", "Notes"]);
     let msg = err.to_string();
-    assert!(msg.starts_with("missing required columns: industry, location, linkedin_bio."), "{msg}");
+    assert!(msg.starts_with("missing required columns: name, role, company."), "{msg}");
+    // A name (or its parts) and a role or a company are enough: the other fields are read when present.
+    let rows = read(b"First Name,Last Name,Company\nAda,Park,Acme\n").expect("header ok");
+    assert_eq!(accepted(&rows), [(2, "Ada Park")]);
 }
 
 #[test]
