@@ -206,6 +206,58 @@ async fn crm_and_spreadsheet_exports_upload_as_they_are(backend: Backend) {
         (StatusCode::CREATED, Some("windows-1252")),
         "{body}"
     );
+    // A dry run reads the whole file and stores nothing; a mapping names the columns of odd headers.
+    let (_, before) = s.get("/v1/leads?limit=1000").await;
+    let odd = "Given,Family,Position,Org,Town,Nation\nAda,Park,CTO,Acme,Seoul,KR\nBo,Kim,,,Busan,KR\n";
+    let mapping = r#"{"name":["Given","Family"],"company":"Org","location":["Town","Nation"]}"#;
+    let url = format!("/v1/leads/upload?dry_run=true&mapping={}", urlencode(mapping));
+    let r = s.http.post(s.url(&url)).header("content-type", "text/csv").body(odd).send().await.expect("post");
+    let (status, preview) = status_json(r).await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(
+        (preview["rows_accepted"].as_u64(), preview["rows_rejected"].as_u64()),
+        (Some(1), Some(1)),
+        "{preview}"
+    );
+    assert_eq!(preview["leads"][0]["name"], "Ada Park", "{preview}");
+    assert_eq!(preview["leads"][0]["location"], "Seoul, KR", "{preview}");
+    assert_eq!(preview["source"]["fields"][1]["columns"], json!(["Position"]), "{preview}");
+    assert_eq!(preview["errors"][0]["line"], 3, "{preview}");
+    let (_, after) = s.get("/v1/leads?limit=1000").await;
+    assert_eq!(
+        before["items"].as_array().map(Vec::len),
+        after["items"].as_array().map(Vec::len),
+        "a dry run stores nothing"
+    );
+    let url = format!("/v1/leads/upload?mapping={}", urlencode(r#"{"role":"Job Title"}"#));
+    let r = s.http.post(s.url(&url)).header("content-type", "text/csv").body(odd).send().await.expect("post");
+    let (status, body) = status_json(r).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["detail"].as_str().expect("detail").contains("`Job Title` for `role`"), "{body}");
+    let r = s
+        .http
+        .post(s.url("/v1/leads/upload?mapping=%7B%22nom%22%3A1%7D"))
+        .header("content-type", "text/csv")
+        .body(odd)
+        .send()
+        .await
+        .expect("post");
+    let (status, body) = status_json(r).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("mapping")),
+        "{body}"
+    );
+    // The original service's route has no dry run: it says so rather than storing.
+    let r = s
+        .http
+        .post(s.url("/api/leads/upload/?dry_run=true"))
+        .header("content-type", "text/csv")
+        .body(odd)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = s
         .http
         .post(s.url("/v1/leads/upload?encoding=klingon"))
@@ -217,6 +269,18 @@ async fn crm_and_spreadsheet_exports_upload_as_they_are(backend: Backend) {
     let (status, body) = status_json(r).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["errors"][0]["field"], "encoding", "{body}");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn offer_json() -> Value {

@@ -36,9 +36,10 @@ enum Command {
 struct ScoreArgs {
     /// The leads CSV (`name,role,company,industry,location,linkedin_bio`); `-` reads standard input.
     leads: PathBuf,
-    /// The offer JSON: `{"name": ..., "value_props": [...], "ideal_use_cases": [...]}`.
-    #[arg(long)]
-    offer: PathBuf,
+    /// The offer JSON: `{"name": ..., "value_props": [...], "ideal_use_cases": [...]}` (not needed with
+    /// `--dry-run`).
+    #[arg(long, required_unless_present = "dry_run")]
+    offer: Option<PathBuf>,
     /// Where to write the results CSV; standard output when omitted.
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -58,6 +59,14 @@ struct ScoreArgs {
     /// (UTF-8, UTF-16 with a byte order mark, or windows-1252).
     #[arg(long, value_parser = encoding)]
     encoding: Option<&'static leadscore_core::csv::encoding::Encoding>,
+    /// Which columns feed which fields, as JSON: `{"name": ["First Name", "Last Name"], "role": "Job Title"}`;
+    /// the fields it does not name are found from the headers.
+    #[arg(long = "map", value_name = "JSON", value_parser = mapping)]
+    mapping: Option<leadscore_core::csv::Mapping>,
+    /// Read the file and print how it would be read (encoding, delimiter, the columns of each field, counts,
+    /// the first leads and the rejected rows), then stop: nothing is stored or scored.
+    #[arg(long)]
+    dry_run: bool,
     /// Keep the upload, run and results in this database (`sqlite://FILE` or `postgres://...`, e.g. the one
     /// `leadscore serve` uses) instead of a throwaway SQLite file.
     #[arg(long)]
@@ -67,6 +76,10 @@ struct ScoreArgs {
     concurrency: u16,
     #[command(flatten)]
     llm: leadscore_ops::config::LlmArgs,
+}
+
+fn mapping(json: &str) -> Result<leadscore_core::csv::Mapping, String> {
+    leadscore_core::csv::Mapping::parse(json).map_err(|e| e.to_string())
 }
 
 fn encoding(label: &str) -> Result<&'static leadscore_core::csv::encoding::Encoding, String> {

@@ -155,6 +155,21 @@ fn crm_and_excel_exports_score_as_they_are() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("unknown encoding `klingon`"), "{}", stderr(&o));
+    // A dry run needs no offer, stores nothing and says how the file would be read.
+    let o = leadscore(&["score", "examples/crm/hubspot-contacts.csv", "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(printed.contains("name          <- First Name + Last Name"), "{printed}");
+    assert!(printed.contains("rows: 3 read, 3 accepted, 0 rejected"), "{printed}");
+    assert!(printed.contains("line 2: José Müller | CTO | Lumen Data GmbH"), "{printed}");
+    let odd = dir.join("odd.csv");
+    std::fs::write(&odd, "Given,Family,Org\nAda,Park,Acme\n").expect("write");
+    let map = r#"{"name": ["Given", "Family"], "company": "Org"}"#;
+    let o = leadscore(&["score", odd.to_str().expect("utf8"), "--dry-run", "--map", map]);
+    let printed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(printed.contains("line 2: Ada Park |  | Acme"), "{}{printed}", stderr(&o));
+    let o = leadscore(&["score", odd.to_str().expect("utf8"), "--dry-run", "--map", "{\"nom\": \"x\"}"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[test]

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use leadscore_core::Lead;
 use leadscore_core::csv::encoding::{Encoding, utf8_source};
-use leadscore_core::csv::{HeaderError, LeadReader, Limits, RejectedRow, Row, SourceReport};
+use leadscore_core::csv::{HeaderError, LeadReader, Limits, Mapping, RejectedRow, Row, SourceReport};
 use tokio::sync::mpsc;
 
 use crate::uploads::{Spool, SpoolWriter};
@@ -43,12 +43,32 @@ impl Default for UploadLimits {
 }
 
 /// How one upload is read, besides its limits.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct IngestOptions {
     /// Accepted leads to keep in [`Ingested::leads`] (the seed-compatible response lists them).
     pub keep_leads: usize,
     /// The encoding the sender declared; `None`: found from the file (see `leadscore_core::csv::encoding`).
     pub encoding: Option<&'static Encoding>,
+    /// The columns the sender named for some fields; the others are found from the headers.
+    pub mapping: Option<Mapping>,
+}
+
+/// Leads shown by a dry run ([`preview`]).
+pub const PREVIEW_LEADS: usize = 20;
+
+/// What an upload would store, read without storing anything.
+#[derive(Debug)]
+pub struct Preview {
+    pub source: SourceReport,
+    /// Columns that would be kept as attributes.
+    pub extra_columns: Vec<String>,
+    pub rows_total: u64,
+    pub rows_accepted: u64,
+    pub rows_rejected: u64,
+    /// The first [`PREVIEW_LEADS`] accepted leads, with their lines.
+    pub leads: Vec<(u64, Lead)>,
+    /// The first [`INLINE_ERRORS`] rejected rows of the whole file.
+    pub errors: Vec<RejectedRow>,
 }
 
 /// Rows per batch sent to the database (one `COPY` on Postgres, multi-row inserts on SQLite)...
@@ -111,12 +131,24 @@ enum FromReader {
     Failed(IngestError),
 }
 
-/// What the reader needs of [`UploadLimits`].
-#[derive(Clone, Copy)]
+/// What the reader needs of [`UploadLimits`] and [`IngestOptions`].
+#[derive(Clone)]
 struct ReadLimits {
     max_rows: u64,
     max_field_bytes: usize,
     encoding: Option<&'static Encoding>,
+    mapping: Option<Mapping>,
+}
+
+impl ReadLimits {
+    fn new(limits: &UploadLimits, options: &IngestOptions) -> ReadLimits {
+        ReadLimits {
+            max_rows: limits.max_rows,
+            max_field_bytes: limits.max_field_bytes,
+            encoding: options.encoding,
+            mapping: options.mapping.clone(),
+        }
+    }
 }
 
 /// Stores the CSV in `body` as one upload.
@@ -134,11 +166,7 @@ where
 {
     // Until the last byte is in, the database is not touched: a stalled client costs a task and a file.
     let spool = receive(body, &limits).await?;
-    let read_limits = ReadLimits {
-        max_rows: limits.max_rows,
-        max_field_bytes: limits.max_field_bytes,
-        encoding: options.encoding,
-    };
+    let read_limits = ReadLimits::new(&limits, &options);
     let (batch_tx, mut batch_rx) = mpsc::channel::<FromReader>(2);
     let reader = tokio::task::spawn_blocking(move || read_csv(spool, read_limits, &batch_tx));
     let written = write(store, workspace, filename, &mut batch_rx, options.keep_leads).await;
@@ -149,6 +177,60 @@ where
     writer.set_source(source);
     let upload = writer.commit(&extra).await?;
     Ok(Ingested { upload, errors, leads })
+}
+
+/// Reads the upload in `body` as [`ingest`] would, with the same limits and checks, and stores nothing: what
+/// encoding, delimiter and columns it would be read with, its counts, its first leads and its rejected rows.
+pub async fn preview<S, E>(
+    body: S,
+    limits: UploadLimits,
+    options: IngestOptions,
+) -> Result<Preview, IngestError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    let spool = receive(body, &limits).await?;
+    let read_limits = ReadLimits::new(&limits, &options);
+    let (batch_tx, mut batch_rx) = mpsc::channel::<FromReader>(2);
+    let reader = tokio::task::spawn_blocking(move || read_csv(spool, read_limits, &batch_tx));
+    let previewed = collect_preview(&mut batch_rx).await;
+    drop(batch_rx);
+    reader.await.map_err(IngestError::ReaderPanicked)?;
+    previewed
+}
+
+async fn collect_preview(rx: &mut mpsc::Receiver<FromReader>) -> Result<Preview, IngestError> {
+    let mut preview = match rx.recv().await {
+        Some(FromReader::Header { extra_columns, source }) => Preview {
+            source,
+            extra_columns,
+            rows_total: 0,
+            rows_accepted: 0,
+            rows_rejected: 0,
+            leads: Vec::new(),
+            errors: Vec::new(),
+        },
+        Some(FromReader::Failed(e)) => return Err(e),
+        Some(FromReader::Batch { .. }) | None => {
+            return Err(IngestError::Csv(io::Error::other("the reader stopped before the header")));
+        }
+    };
+    while let Some(msg) = rx.recv().await {
+        let (leads, rejects) = match msg {
+            FromReader::Header { .. } => continue,
+            FromReader::Failed(e) => return Err(e),
+            FromReader::Batch { leads, rejects } => (leads, rejects),
+        };
+        preview.rows_accepted += leads.len() as u64;
+        preview.rows_rejected += rejects.len() as u64;
+        let room = PREVIEW_LEADS.saturating_sub(preview.leads.len());
+        preview.leads.extend(leads.into_iter().take(room));
+        let room = INLINE_ERRORS.saturating_sub(preview.errors.len());
+        preview.errors.extend(rejects.into_iter().take(room));
+    }
+    preview.rows_total = preview.rows_accepted + preview.rows_rejected;
+    Ok(preview)
 }
 
 /// Receives the whole body into a spool file, enforcing the byte limit and refusing obvious non-CSV files.
@@ -235,8 +317,9 @@ fn binary_kind(start: &[u8]) -> Option<&'static str> {
 /// Runs on a blocking thread: parses rows and sends them in batches bounded in rows and in bytes.
 fn read_csv(src: Spool, limits: ReadLimits, tx: &mpsc::Sender<FromReader>) {
     let csv_limits = Limits { max_field_bytes: limits.max_field_bytes, ..Limits::default() };
-    let opened = utf8_source(src, limits.encoding)
-        .and_then(|(src, encoding)| Ok((LeadReader::new(src, csv_limits)?, encoding)));
+    let opened = utf8_source(src, limits.encoding).and_then(|(src, encoding)| {
+        Ok((LeadReader::with_mapping(src, csv_limits, limits.mapping.as_ref())?, encoding))
+    });
     let (reader, encoding) = match opened {
         Ok(r) => r,
         Err(e) => {
@@ -313,7 +396,8 @@ mod tests {
         spool.write(csv.as_bytes()).await.expect("write");
         let spool = spool.finish().await.expect("finish");
         let (tx, mut rx) = mpsc::channel(2);
-        let limits = ReadLimits { max_rows: u64::MAX, max_field_bytes: 16 * 1024, encoding: None };
+        let limits =
+            ReadLimits { max_rows: u64::MAX, max_field_bytes: 16 * 1024, encoding: None, mapping: None };
         let reader = tokio::task::spawn_blocking(move || read_csv(spool, limits, &tx));
         let mut sizes = Vec::new();
         while let Some(msg) = rx.recv().await {

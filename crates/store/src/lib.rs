@@ -31,7 +31,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use ai::RunUsage;
-pub use ingest::{INLINE_ERRORS, IngestError, IngestOptions, Ingested, UploadLimits, ingest};
+pub use ingest::{
+    INLINE_ERRORS, IngestError, IngestOptions, Ingested, PREVIEW_LEADS, Preview, UploadLimits, ingest,
+    preview,
+};
 pub use keys::{ApiKeyInfo, LAST_USED_EVERY, NewApiKey, Revoked};
 pub use leads::LeadRecord;
 pub use maintenance::Leadership;

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::extract::{ApiJson, Workspace};
 use crate::problem::ApiError;
-use crate::routes::leads::receive_upload;
+use crate::routes::leads::{Received, UploadAction, receive_upload};
 use crate::routes::offers::OfferBody;
 
 /// Leads returned by the upload alias (the original returned every created lead).
@@ -390,7 +390,11 @@ pub async fn upload_leads(
     CompatWorkspace(ws): CompatWorkspace,
     req: Request,
 ) -> Result<impl IntoResponse, CompatError> {
-    let ingested = receive_upload(&state, &ws, req, COMPAT_UPLOAD_LEADS).await?;
+    let Received::Stored(ingested) =
+        receive_upload(&state, &ws, req, UploadAction::Store { keep_leads: COMPAT_UPLOAD_LEADS }).await?
+    else {
+        unreachable!("a compat upload is always stored");
+    };
     let mut headers = crate::location(&format!("/v1/uploads/{}", ingested.upload.id));
     headers.insert("x-rows-rejected", HeaderValue::from(ingested.upload.rows_rejected));
     let created_at = ingested.upload.created_at;

@@ -5,7 +5,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use leadscore_core::Attribute;
-use leadscore_store::{IngestOptions, Ingested, LeadRecord, ingest};
+use leadscore_core::csv::Mapping;
+use leadscore_store::{IngestOptions, Ingested, LeadRecord, Preview, ingest, preview};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -121,16 +122,7 @@ impl From<&Ingested> for UploadResponse {
             rows_total: u.rows_total,
             rows_accepted: u.rows_accepted,
             rows_rejected: u.rows_rejected,
-            errors: i
-                .errors
-                .iter()
-                .map(|e| ProblemItem {
-                    field: None,
-                    line: Some(e.line),
-                    column: e.column.clone(),
-                    message: e.message.clone(),
-                })
-                .collect(),
+            errors: i.errors.iter().map(problem_item).collect(),
             errors_url: format!("/v1/uploads/{}/errors", u.id),
             source: u.source.clone().into(),
         }
@@ -187,11 +179,36 @@ pub struct UploadQuery {
     /// windows-1252; a file that is none of these with confidence is refused (422) with a hint.
     #[param(max_length = 40, pattern = r"^[A-Za-z0-9_:.-]*$")]
     pub encoding: Option<String>,
+    /// Which columns feed which fields, as JSON: `{"name": ["First Name", "Last Name"], "role": "Job Title",
+    /// "external_id": "Record ID"}` (a list is joined in order). Fields it does not name are found from the
+    /// headers as usual; a column it names that the file lacks is a 422 naming it.
+    #[param(max_length = 4096, example = json!(r#"{"name": ["First Name", "Last Name"], "role": "Job Title"}"#))]
+    pub mapping: Option<String>,
+    /// Only on `/v1/leads/upload`: read the whole file and answer what would be stored (encoding, delimiter,
+    /// the columns of each field, counts, the first 20 leads and the rejected rows), storing nothing.
+    #[param(ignore)]
+    pub dry_run: Option<bool>,
+}
+
+/// What to do with a received upload.
+#[derive(Debug, Clone, Copy)]
+pub enum UploadAction {
+    /// Store it; keep this many of its leads for the answer.
+    Store { keep_leads: usize },
+    /// Store it, unless the query asks for a dry run.
+    StoreOrPreview,
+}
+
+/// What was done with an upload.
+#[derive(Debug)]
+pub enum Received {
+    Stored(Ingested),
+    Previewed(Preview),
 }
 
 impl UploadQuery {
-    /// The options the query gives, checked.
-    fn options(uri: &axum::http::Uri, keep_leads: usize) -> Result<IngestOptions, ApiError> {
+    /// The options the query gives, checked, and whether it asks for a dry run.
+    fn options(uri: &axum::http::Uri, keep_leads: usize) -> Result<(IngestOptions, bool), ApiError> {
         let query: UploadQuery = axum::extract::Query::try_from_uri(uri)
             .map_err(|e| ApiError::bad_param("query", e.body_text()))?
             .0;
@@ -202,25 +219,69 @@ impl UploadQuery {
                     .map_err(|e| ApiError::invalid_param("encoding", e.to_string()))?,
             ),
         };
-        Ok(IngestOptions { keep_leads, encoding })
+        let mapping = match query.mapping.as_deref() {
+            None | Some("") => None,
+            Some(json) => {
+                Some(Mapping::parse(json).map_err(|e| ApiError::invalid_param("mapping", e.to_string()))?)
+            }
+        };
+        Ok((IngestOptions { keep_leads, encoding, mapping }, query.dry_run.unwrap_or(false)))
     }
 }
 
 const CSV_TYPES: [&str; 5] =
     ["text/csv", "application/csv", "text/plain", "application/vnd.ms-excel", "text/x-csv"];
 
-/// Receives the upload body (multipart field `file`, or a CSV body) and stores it.
+/// Stores or previews one upload's body.
+struct Handle<'a> {
+    state: &'a AppState,
+    ws: &'a str,
+    limits: leadscore_store::UploadLimits,
+    options: IngestOptions,
+    dry_run: bool,
+}
+
+impl Handle<'_> {
+    async fn run(
+        self,
+        filename: Option<String>,
+        body: futures_util::stream::BoxStream<'_, Result<bytes::Bytes, String>>,
+    ) -> Result<Received, ApiError> {
+        if self.dry_run {
+            Ok(Received::Previewed(preview(body, self.limits, self.options).await?))
+        } else {
+            let store = &self.state.store;
+            Ok(Received::Stored(
+                ingest(store, self.ws, filename.as_deref(), body, self.limits, self.options).await?,
+            ))
+        }
+    }
+}
+
+/// Receives the upload body (multipart field `file`, or a CSV body) and stores it, or previews it (a dry run).
 pub async fn receive_upload(
     state: &AppState,
     ws: &str,
     req: Request,
-    keep_leads: usize,
-) -> Result<Ingested, ApiError> {
+    action: UploadAction,
+) -> Result<Received, ApiError> {
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let limits = state.upload_limits.clone();
-    let options = UploadQuery::options(req.uri(), keep_leads)?;
+    let keep_leads = match action {
+        UploadAction::Store { keep_leads } => keep_leads,
+        UploadAction::StoreOrPreview => 0,
+    };
+    let (options, dry_run) = UploadQuery::options(req.uri(), keep_leads)?;
+    let dry_run = match (action, dry_run) {
+        (UploadAction::StoreOrPreview, dry_run) => dry_run,
+        (UploadAction::Store { .. }, false) => false,
+        (UploadAction::Store { .. }, true) => {
+            return Err(ApiError::bad_param("dry_run", "a dry run is only offered by POST /v1/leads/upload"));
+        }
+    };
+    let handle = Handle { state, ws, limits, options, dry_run };
     if mime == "multipart/form-data" {
         let mut multipart = Multipart::from_request(req, state)
             .await
@@ -233,14 +294,12 @@ pub async fn receive_upload(
                 .ok_or_else(|| ApiError::invalid_param("file", "the multipart body has no `file` field"))?;
             if field.name() == Some("file") {
                 let filename = field.file_name().map(str::to_owned);
-                return Ok(
-                    ingest(&state.store, ws, filename.as_deref(), field.boxed(), limits, options).await?
-                );
+                return handle.run(filename, field.map(|c| c.map_err(|e| e.to_string())).boxed()).await;
             }
         }
     } else if CSV_TYPES.contains(&mime.as_str()) {
         let body = req.into_body().into_data_stream();
-        Ok(ingest(&state.store, ws, None, body.boxed(), limits, options).await?)
+        handle.run(None, body.map(|c| c.map_err(|e| e.to_string())).boxed()).await
     } else {
         Err(ApiError::UnsupportedMediaType(format!(
             "send the CSV as multipart/form-data with a `file` field, or as a text/csv body (got {:?})",
@@ -249,17 +308,20 @@ pub async fn receive_upload(
     }
 }
 
-#[utoipa::path(post, path = "/v1/leads/upload", tag = "leads", params(UploadQuery),
+#[utoipa::path(post, path = "/v1/leads/upload", tag = "leads",
+    params(UploadQuery, ("dry_run" = Option<bool>, Query, description = "Read the whole file and answer `200` with what would be stored (encoding, delimiter, the columns of each field, counts, the first 20 leads and the rejected rows), storing nothing")),
     request_body(
-        description = "The CSV: a multipart/form-data field `file`, or the body itself as text/csv. Columns \
-            `name, role, company, industry, location, linkedin_bio` (aliases accepted), optional `external_id`, \
-            other columns kept as attributes.",
+        description = "The CSV: a multipart/form-data field `file`, or the body itself as text/csv. A name column \
+            (or first and last name columns) and a role or company column are required; industry, location \
+            (or city, state and country columns), linkedin_bio and external_id are read when present (aliases of \
+            the common CRM exports accepted); other columns are kept as attributes.",
         content(
             (CsvText = "text/csv", example = json!(CSV_EXAMPLE)),
             (UploadForm = "multipart/form-data"),
         )),
     responses(
         (status = 201, description = "Stored; rejected rows are listed with their line and reason", body = UploadResponse),
+        (status = 200, description = "A dry run (`dry_run=true`): what would be stored; nothing was", body = UploadPreview),
         (status = 413, description = "Over the byte or row limit; nothing stored", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not CSV (wrong content type, or a spreadsheet/ZIP/PDF file)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The file cannot be read as leads (e.g. missing columns, listed); nothing stored", body = Problem, content_type = "application/problem+json"),
@@ -269,9 +331,79 @@ pub async fn upload_leads(
     Workspace(ws): Workspace,
     req: Request,
 ) -> Result<impl IntoResponse, ApiError> {
-    let ingested = receive_upload(&state, &ws, req, 0).await?;
-    let headers = crate::location(&format!("/v1/uploads/{}", ingested.upload.id));
-    Ok((StatusCode::CREATED, headers, axum::Json(UploadResponse::from(&ingested))))
+    match receive_upload(&state, &ws, req, UploadAction::StoreOrPreview).await? {
+        Received::Stored(ingested) => {
+            let headers = crate::location(&format!("/v1/uploads/{}", ingested.upload.id));
+            Ok((StatusCode::CREATED, headers, axum::Json(UploadResponse::from(&ingested))).into_response())
+        }
+        Received::Previewed(preview) => Ok(axum::Json(UploadPreview::from(preview)).into_response()),
+    }
+}
+
+/// A rejected row as an error item: its line, column and reason.
+fn problem_item(e: &leadscore_core::csv::RejectedRow) -> ProblemItem {
+    ProblemItem { field: None, line: Some(e.line), column: e.column.clone(), message: e.message.clone() }
+}
+
+/// What an upload would store (a dry run): nothing was stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadPreview {
+    pub source: crate::routes::uploads::SourceBody,
+    /// Columns that would be kept as attributes.
+    pub extra_columns: Vec<String>,
+    pub rows_total: u64,
+    pub rows_accepted: u64,
+    pub rows_rejected: u64,
+    /// The first 20 leads as they would be stored.
+    pub leads: Vec<PreviewLead>,
+    /// The first 100 rejected rows of the whole file.
+    pub errors: Vec<ProblemItem>,
+}
+
+/// A lead of a dry run, with the line it comes from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewLead {
+    pub line: u64,
+    pub external_id: Option<String>,
+    pub name: String,
+    pub role: String,
+    pub company: String,
+    pub industry: String,
+    pub location: String,
+    pub linkedin_bio: String,
+    pub attributes: Vec<AttributeResponse>,
+}
+
+impl From<Preview> for UploadPreview {
+    fn from(p: Preview) -> Self {
+        UploadPreview {
+            source: p.source.into(),
+            extra_columns: p.extra_columns,
+            rows_total: p.rows_total,
+            rows_accepted: p.rows_accepted,
+            rows_rejected: p.rows_rejected,
+            leads: p
+                .leads
+                .into_iter()
+                .map(|(line, l)| PreviewLead {
+                    line,
+                    external_id: l.external_id,
+                    name: l.name,
+                    role: l.role,
+                    company: l.company,
+                    industry: l.industry,
+                    location: l.location,
+                    linkedin_bio: l.linkedin_bio,
+                    attributes: l
+                        .attributes
+                        .into_iter()
+                        .map(|Attribute { name, value }| AttributeResponse { name, value })
+                        .collect(),
+                })
+                .collect(),
+            errors: p.errors.iter().map(problem_item).collect(),
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/leads", tag = "leads", params(LeadFilter),

@@ -3,6 +3,7 @@
 //!
 //! Separate from the command's flow because this is the part that deals with blocking reads and the terminal.
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
 use std::path::Path;
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use leadscore_core::csv::RejectedRow;
 use leadscore_store::{
-    DEFAULT_WORKSPACE as WS, IngestError, IngestOptions, Store, UploadLimits, UploadRecord, ingest,
+    DEFAULT_WORKSPACE as WS, IngestError, IngestOptions, Store, UploadLimits, UploadRecord, ingest, preview,
 };
 use tokio::sync::mpsc;
 
@@ -35,20 +36,70 @@ pub(super) async fn upload(
 ) -> Result<(UploadRecord, Vec<RejectedRow>), Failure> {
     let bar = bar(size, "reading {bar:40} {bytes}/{total_bytes} ({eta} left)");
     let chunks = read_chunks(input, bar.clone());
-    let limits = UploadLimits {
+    let name = args.leads.file_name().and_then(|n| n.to_str()).filter(|_| args.leads.as_os_str() != "-");
+    let ingested = ingest(store, WS, name, chunks, limits(args), options(args)).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let ingested = ingested.map_err(|e| failure(args, e))?;
+    let mut listed = ingested.errors;
+    listed.truncate(LISTED_REJECTS);
+    Ok((ingested.upload, listed))
+}
+
+fn limits(args: &ScoreArgs) -> UploadLimits {
+    UploadLimits {
         max_bytes: u64::MAX,
         max_rows: u64::MAX,
         max_field_bytes: args.max_field_bytes,
         ..UploadLimits::default()
-    };
-    let name = args.leads.file_name().and_then(|n| n.to_str()).filter(|_| args.leads.as_os_str() != "-");
-    let options = IngestOptions { keep_leads: 0, encoding: args.encoding };
-    let ingested = ingest(store, WS, name, chunks, limits, options).await;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
     }
+}
+
+fn options(args: &ScoreArgs) -> IngestOptions {
+    IngestOptions { keep_leads: 0, encoding: args.encoding, mapping: args.mapping.clone() }
+}
+
+/// `--dry-run`: how the file would be read, printed, and nothing stored.
+pub(super) async fn dry_run(args: &ScoreArgs) -> Result<(), Failure> {
+    let (input, _) = open_input(&args.leads).map_err(super::unusable)?;
+    let previewed = preview(read_chunks(input, None), limits(args), options(args)).await;
+    let p = previewed.map_err(|e| failure(args, e))?;
+    let mut out = String::new();
+    let delimiter =
+        if p.source.delimiter == "\t" { "tab".to_owned() } else { format!("`{}`", p.source.delimiter) };
+    let _ = writeln!(out, "{}: {}, delimiter {delimiter}", display(&args.leads), p.source.encoding);
+    for f in &p.source.fields {
+        let columns =
+            if f.columns.is_empty() { "(no column: empty)".to_owned() } else { f.columns.join(" + ") };
+        let _ = writeln!(out, "  {:<13} <- {columns}", f.field);
+    }
+    if !p.extra_columns.is_empty() {
+        let _ = writeln!(out, "  kept as attributes: {}", p.extra_columns.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "rows: {} read, {} accepted, {} rejected",
+        p.rows_total, p.rows_accepted, p.rows_rejected
+    );
+    for (line, l) in &p.leads {
+        let _ = writeln!(
+            out,
+            "  line {line}: {} | {} | {} | {} | {}",
+            l.name, l.role, l.company, l.industry, l.location
+        );
+    }
+    for e in &p.errors {
+        let column = e.column.as_deref().map(|c| format!(", {c}")).unwrap_or_default();
+        let _ = writeln!(out, "  rejected line {}{column}: {}", e.line, e.message);
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn failure(args: &ScoreArgs, e: IngestError) -> Failure {
     let source = display(&args.leads);
-    let ingested = ingested.map_err(|e| match e {
+    match e {
         // Keeping the leads failed, not the file: exit 1. Worded as when these were API internal errors.
         IngestError::Store(_) | IngestError::Spool(_) | IngestError::ReaderPanicked(_) => {
             Failure::Failed(anyhow!("storing the leads of {source}: internal error: {e}"))
@@ -61,10 +112,7 @@ pub(super) async fn upload(
         | IngestError::TooManyRows { .. }
         | IngestError::Header(_)
         | IngestError::Csv(_) => unusable(anyhow!("{source} cannot be read as leads: {e}")),
-    })?;
-    let mut listed = ingested.errors;
-    listed.truncate(LISTED_REJECTS);
-    Ok((ingested.upload, listed))
+    }
 }
 
 /// Reads `input` on a thread of its own (standard input blocks) and hands the chunks to the upload pipeline.

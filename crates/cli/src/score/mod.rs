@@ -40,6 +40,19 @@ pub fn run(args: &ScoreArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.dry_run {
+        return match runtime.block_on(input::dry_run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Failure::Unusable(e)) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+            Err(Failure::Failed(e)) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match runtime.block_on(score(args)) {
         Ok(summary) => {
             summary.print(args);
@@ -89,11 +102,12 @@ struct Summary {
 
 async fn score(args: &ScoreArgs) -> Result<Summary, Failure> {
     let started = Instant::now();
-    let offer_text = std::fs::read_to_string(&args.offer)
-        .with_context(|| format!("cannot read the offer file {}", args.offer.display()))
+    let offer_path = args.offer.as_deref().context("--offer is required").map_err(unusable)?;
+    let offer_text = std::fs::read_to_string(offer_path)
+        .with_context(|| format!("cannot read the offer file {}", offer_path.display()))
         .map_err(unusable)?;
     let offer = Offer::from_json(&offer_text)
-        .with_context(|| format!("the offer file {} is not a valid offer", args.offer.display()))
+        .with_context(|| format!("the offer file {} is not a valid offer", offer_path.display()))
         .map_err(unusable)?;
     let (input, size) = open_input(&args.leads).map_err(unusable)?;
     let (ai_off_reason, ai) = if args.no_ai {

@@ -89,15 +89,90 @@ impl Part {
         }
     }
 
-    fn separator(self) -> &'static str {
-        match self.field() {
-            Field::Name => " ",
-            _ => ", ",
-        }
-    }
-
     fn from_canonical(s: &str) -> Option<Part> {
         Part::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// Which columns feed which fields, as the sender says: `{"name": ["First Name", "Last Name"], "role": "Job
+/// Title", "external_id": "Record ID"}`. A list is joined in its order (`, ` for `location`, a space otherwise).
+/// Fields it does not name are still found from the headers, among the columns it does not use.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mapping {
+    fields: Vec<(Field, Vec<String>)>,
+}
+
+/// Most columns one field may be joined from.
+const MAX_PIECES: usize = 8;
+
+/// Why a mapping cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error(
+        "the mapping must be a JSON object of field -> column or [columns], e.g. {{\"name\": [\"First Name\", \"Last Name\"], \"role\": \"Job Title\"}}: {0}"
+    )]
+    Malformed(String),
+    #[error("the mapping names `{name}`, which is not a lead field: use {}", Field::ALL.map(Field::as_str).join(", "))]
+    UnknownField { name: String },
+    #[error("the mapping gives `{field}` {count} columns: at most {MAX_PIECES}")]
+    TooManyColumns { field: &'static str, count: usize },
+}
+
+impl Mapping {
+    pub fn parse(json: &str) -> Result<Mapping, MappingError> {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| MappingError::Malformed(e.to_string()))?;
+        let object = value.as_object().ok_or_else(|| MappingError::Malformed("not an object".into()))?;
+        let mut fields = Vec::new();
+        for (name, columns) in object {
+            let field = Field::from_canonical(name)
+                .ok_or_else(|| MappingError::UnknownField { name: name.clone() })?;
+            let columns: Vec<String> = match columns {
+                serde_json::Value::String(c) => vec![c.trim().to_owned()],
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|c| c.as_str().map(|c| c.trim().to_owned()))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| MappingError::Malformed(format!("`{name}`: columns are strings")))?,
+                _ => {
+                    return Err(MappingError::Malformed(format!(
+                        "`{name}`: a column name or a list of them"
+                    )));
+                }
+            };
+            if columns.is_empty() || columns.len() > MAX_PIECES {
+                return Err(MappingError::TooManyColumns { field: field.as_str(), count: columns.len() });
+            }
+            fields.push((field, columns));
+        }
+        Ok(Mapping { fields })
+    }
+
+    /// The column each header is by the mapping (`None`: not named by it), or which named column the file lacks.
+    fn columns(&self, headers: &[String]) -> Result<Vec<Option<Column>>, HeaderError> {
+        let mut columns = vec![None; headers.len()];
+        for (field, named) in &self.fields {
+            for (order, name) in named.iter().enumerate() {
+                let index = headers
+                    .iter()
+                    .position(|h| h == name)
+                    .or_else(|| headers.iter().position(|h| header_key(h) == header_key(name)))
+                    .ok_or_else(|| HeaderError::MappedColumnMissing {
+                        field: field.as_str(),
+                        column: name.clone(),
+                        found: headers.iter().filter(|h| !h.is_empty()).take(20).cloned().collect(),
+                    })?;
+                if columns[index].is_some() {
+                    return Err(HeaderError::MappedTwice { column: headers[index].clone() });
+                }
+                columns[index] = Some(if named.len() == 1 {
+                    Column::Field(*field)
+                } else {
+                    Column::Piece { field: *field, order: order as u8 }
+                });
+            }
+        }
+        Ok(columns)
     }
 }
 
@@ -158,6 +233,13 @@ pub enum HeaderError {
         if missing.len() > 1 { "s" } else { "" }, missing.join(", "), found_list(found), optional_list()
     )]
     MissingColumns { missing: Vec<&'static str>, found: Vec<String> },
+    #[error(
+        "the mapping names the column `{column}` for `{field}`, but the file has no such column. Found: {}",
+        found_list(found)
+    )]
+    MappedColumnMissing { field: &'static str, column: String, found: Vec<String> },
+    #[error("the mapping uses the column `{column}` twice")]
+    MappedTwice { column: String },
     #[error("column `{field}` appears twice in the header: as `{first}` and as `{second}`")]
     DuplicateColumn { field: &'static str, first: String, second: String },
     #[error("the header row is not valid UTF-8: save the file as UTF-8 (\"CSV UTF-8\" in Excel)")]
@@ -224,9 +306,12 @@ impl SourceReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Column {
     Field(Field),
-    /// A part of a field the file splits (first and last name, city and country): joined into the field, and
-    /// also kept as an attribute under its header.
-    Part(Part),
+    /// A piece of a field the file splits (first and last name, city and country, or the columns a mapping
+    /// lists for one field): joined into the field in `order`, and also kept as an attribute under its header.
+    Piece {
+        field: Field,
+        order: u8,
+    },
     /// Not one of ours: kept with the lead as an attribute under this name.
     Extra(String),
 }
@@ -266,6 +351,11 @@ pub struct LeadReader<R> {
 
 impl<R: Read> LeadReader<R> {
     pub fn new(src: R, limits: Limits) -> Result<Self, HeaderError> {
+        Self::with_mapping(src, limits, None)
+    }
+
+    /// Like [`LeadReader::new`], with the columns the sender named for some fields.
+    pub fn with_mapping(src: R, limits: Limits, mapping: Option<&Mapping>) -> Result<Self, HeaderError> {
         let mut tokenizer = Tokenizer::new(src, limits)?;
         let mut record = Record::default();
         match tokenizer.next_record(&mut record)? {
@@ -279,7 +369,7 @@ impl<R: Read> LeadReader<R> {
             .map(|f| std::str::from_utf8(f).map(|s| s.trim().to_owned()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| HeaderError::NotUtf8)?;
-        let columns = map_columns(&headers)?;
+        let columns = map_columns(&headers, mapping)?;
         Ok(LeadReader { tokenizer, record, columns, headers, seen: HashMap::new(), limits, done: false })
     }
 
@@ -306,13 +396,13 @@ impl<R: Read> LeadReader<R> {
         Field::ALL
             .into_iter()
             .map(|field| {
-                let mut parts: Vec<(Option<Part>, &String)> = self
+                let mut parts: Vec<(u8, &String)> = self
                     .columns
                     .iter()
                     .zip(&self.headers)
-                    .filter_map(|(c, h)| match c {
-                        Column::Field(f) if *f == field => Some((None, h)),
-                        Column::Part(p) if p.field() == field => Some((Some(*p), h)),
+                    .filter_map(|(c, h)| match *c {
+                        Column::Field(f) if f == field => Some((0, h)),
+                        Column::Piece { field: f, order } if f == field => Some((order, h)),
                         _ => None,
                     })
                     .collect();
@@ -376,35 +466,30 @@ impl<R: Read> LeadReader<R> {
                 continue; // a line of only delimiters is a blank line
             }
             let mut row = LeadRow::default();
-            let mut parts: [&str; Part::ALL.len()] = [""; Part::ALL.len()];
+            // No allocation unless the file has pieces.
+            let mut pieces: Vec<(Field, u8, &str)> = Vec::new();
             for ((column, cell), header) in self.columns.iter().zip(&cells).zip(&self.headers) {
                 match column {
-                    Column::Field(Field::Name) => row.name = cell,
-                    Column::Field(Field::Role) => row.role = cell,
-                    Column::Field(Field::Company) => row.company = cell,
-                    Column::Field(Field::Industry) => row.industry = cell,
-                    Column::Field(Field::Location) => row.location = cell,
-                    Column::Field(Field::LinkedinBio) => row.linkedin_bio = cell,
-                    Column::Field(Field::ExternalId) => {
-                        row.external_id = Some(cell);
+                    Column::Field(field) => {
+                        set_field(&mut row, *field, cell);
                         if kept_as_attribute(column, header) {
                             row.attributes.push((header.as_str(), cell));
                         }
                     }
-                    Column::Part(p) => {
-                        parts[*p as usize] = cell;
+                    Column::Piece { field, order } => {
+                        pieces.push((*field, *order, cell));
                         row.attributes.push((header.as_str(), cell));
                     }
                     Column::Extra(name) => row.attributes.push((name.as_str(), cell)),
                 }
             }
-            let name = compose(&parts, Field::Name);
-            let location = compose(&parts, Field::Location);
-            if let Some(name) = &name {
-                row.name = name;
-            }
-            if let Some(location) = &location {
-                row.location = location;
+            let composed: Vec<(Field, String)> = if pieces.is_empty() {
+                Vec::new()
+            } else {
+                Field::ALL.into_iter().filter_map(|f| compose(&mut pieces, f).map(|v| (f, v))).collect()
+            };
+            for (field, value) in &composed {
+                set_field(&mut row, *field, value);
             }
             let lead = match row.parse() {
                 Ok(lead) => lead,
@@ -446,20 +531,44 @@ impl<R: Read> Iterator for LeadReader<R> {
     }
 }
 
+fn set_field<'a>(row: &mut LeadRow<'a>, field: Field, value: &'a str) {
+    match field {
+        Field::Name => row.name = value,
+        Field::Role => row.role = value,
+        Field::Company => row.company = value,
+        Field::Industry => row.industry = value,
+        Field::Location => row.location = value,
+        Field::LinkedinBio => row.linkedin_bio = value,
+        Field::ExternalId => row.external_id = Some(value),
+    }
+}
+
 /// Whether a column's cells are also kept as attributes under its header.
 fn kept_as_attribute(column: &Column, header: &str) -> bool {
     match column {
-        Column::Extra(_) | Column::Part(_) => true,
+        Column::Extra(_) | Column::Piece { .. } => true,
         Column::Field(Field::ExternalId) => header_key(header) != "external id",
         Column::Field(_) => false,
     }
 }
 
-fn map_columns(headers: &[String]) -> Result<Vec<Column>, HeaderError> {
+fn map_columns(headers: &[String], mapping: Option<&Mapping>) -> Result<Vec<Column>, HeaderError> {
+    let mapped = match mapping {
+        Some(m) => m.columns(headers)?,
+        None => vec![None; headers.len()],
+    };
+    let mapped_field = |f: Field| mapped.iter().flatten().any(|c| column_field(c) == Some(f));
     let mut targets = Vec::with_capacity(headers.len());
     let mut seen: HashMap<Target, &str> = HashMap::new();
-    for h in headers {
-        let target = ALIASES.get(&header_key(h)).copied();
+    for (h, m) in headers.iter().zip(&mapped) {
+        // A column the mapping names, or one that would feed a field the mapping sets, is not guessed.
+        let target = match m {
+            Some(_) => None,
+            None => ALIASES.get(&header_key(h)).copied().filter(|t| match *t {
+                Target::Field(f) => !mapped_field(f),
+                Target::Part(p) => !mapped_field(p.field()),
+            }),
+        };
         if let Some(t) = target
             && let Some(first) = seen.insert(t, h)
         {
@@ -475,18 +584,18 @@ fn map_columns(headers: &[String]) -> Result<Vec<Column>, HeaderError> {
     let columns = targets
         .into_iter()
         .zip(headers)
-        .map(|(t, h)| match t {
-            Some(Target::Field(f)) => Column::Field(f),
+        .zip(mapped)
+        .map(|((t, h), m)| match (m, t) {
+            (Some(column), _) => column,
+            (None, Some(Target::Field(f))) => Column::Field(f),
             // The whole field wins over its parts, which stay attributes.
-            Some(Target::Part(p)) if !has(p.field()) => Column::Part(p),
-            Some(Target::Part(_)) | None => Column::Extra(h.clone()),
+            (None, Some(Target::Part(p))) if !has(p.field()) => {
+                Column::Piece { field: p.field(), order: p as u8 }
+            }
+            (None, Some(Target::Part(_)) | None) => Column::Extra(h.clone()),
         })
         .collect::<Vec<_>>();
-    let fed = |f: Field| {
-        columns.iter().any(|c| {
-            matches!(c, Column::Field(x) if *x == f) || matches!(c, Column::Part(p) if p.field() == f)
-        })
-    };
+    let fed = |f: Field| columns.iter().any(|c| column_field(c) == Some(f));
     let mut missing = Vec::new();
     if !fed(Field::Name) {
         missing.push(Field::Name.as_str());
@@ -504,17 +613,27 @@ fn map_columns(headers: &[String]) -> Result<Vec<Column>, HeaderError> {
     }
 }
 
-/// The field `field` joined from the parts the row has (`None` when the file has no part of it, or when
-/// every part of it is blank, so that the row's own checks name what is missing).
-fn compose(parts: &[&str; Part::ALL.len()], field: Field) -> Option<String> {
+/// The field a column feeds, whole or in part.
+fn column_field(c: &Column) -> Option<Field> {
+    match *c {
+        Column::Field(f) | Column::Piece { field: f, .. } => Some(f),
+        Column::Extra(_) => None,
+    }
+}
+
+/// The field `field` joined from the row's pieces of it, in order (`None` when the file has no piece of it,
+/// or when every piece is blank, so that the row's own checks name what is missing).
+fn compose(pieces: &mut [(Field, u8, &str)], field: Field) -> Option<String> {
+    pieces.sort_by_key(|(f, order, _)| (Field::ALL.iter().position(|x| x == f), *order));
+    let separator = if field == Field::Location { ", " } else { " " };
     let mut out = String::new();
-    for part in Part::ALL.into_iter().filter(|p| p.field() == field) {
-        let cell = parts[part as usize].trim();
+    for (_, _, cell) in pieces.iter().filter(|(f, _, _)| *f == field) {
+        let cell = cell.trim();
         if crate::text::is_blank(cell) {
             continue;
         }
         if !out.is_empty() {
-            out.push_str(part.separator());
+            out.push_str(separator);
         }
         out.push_str(cell);
     }

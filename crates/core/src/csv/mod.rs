@@ -4,5 +4,8 @@ pub mod encoding;
 mod leads;
 mod tokenizer;
 
-pub use leads::{Column, Field, FieldSource, HeaderError, LeadReader, Part, RejectedRow, Row, SourceReport};
+pub use leads::{
+    Column, Field, FieldSource, HeaderError, LeadReader, Mapping, MappingError, Part, RejectedRow, Row,
+    SourceReport,
+};
 pub use tokenizer::Limits;

@@ -246,3 +246,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_mapping_names_the_columns_and_the_rest_is_still_found() {
+    let csv = "Given,Family,Position,Org,Sector,Town,Nation,CRM Key\nAda,Park,CTO,Acme,SaaS,Seoul,KR,k-1\n";
+    let mapping = Mapping::parse(
+        r#"{"name": ["Given", "Family"], "company": "Org", "location": ["Town", "Nation"], "external_id": "CRM Key"}"#,
+    )
+    .expect("mapping");
+    let reader = LeadReader::with_mapping(csv.as_bytes(), Limits::default(), Some(&mapping)).expect("header");
+    // `Position` and `Sector` are still found by their aliases.
+    let sources: Vec<(Field, Vec<String>)> = reader.sources();
+    assert_eq!(sources[1], (Field::Role, vec!["Position".to_owned()]));
+    let rows: Vec<Row> = reader.map(|r| r.expect("io")).collect();
+    let Row::Accepted { lead, .. } = &rows[0] else { panic!("accepted: {rows:?}") };
+    let got = (lead.name.as_str(), lead.company.as_str(), lead.industry.as_str(), lead.location.as_str());
+    assert_eq!(got, ("Ada Park", "Acme", "SaaS", "Seoul, KR"));
+    assert_eq!(lead.external_id.as_deref(), Some("k-1"));
+}
+
+#[test]
+fn a_mapping_overrides_a_guess_and_bad_mappings_are_named() {
+    // `Company` would be guessed as the company; the mapping says the account is.
+    let csv = "Name,Title,Company,Account\nAnn,CEO,Parent Corp,Acme Ltd\n";
+    let mapping = Mapping::parse(r#"{"company": "Account"}"#).expect("mapping");
+    let reader = LeadReader::with_mapping(csv.as_bytes(), Limits::default(), Some(&mapping)).expect("header");
+    let rows: Vec<Row> = reader.map(|r| r.expect("io")).collect();
+    let Row::Accepted { lead, .. } = &rows[0] else { panic!("accepted: {rows:?}") };
+    assert_eq!(lead.company, "Acme Ltd");
+    assert!(lead.attributes.iter().any(|a| a.name == "Company" && a.value == "Parent Corp"), "{lead:?}");
+
+    let missing = Mapping::parse(r#"{"role": "Job Title"}"#).expect("mapping");
+    let err =
+        LeadReader::with_mapping(csv.as_bytes(), Limits::default(), Some(&missing)).expect_err("missing");
+    assert!(err.to_string().starts_with("the mapping names the column `Job Title` for `role`"), "{err}");
+    let twice = Mapping::parse(r#"{"name": "Name", "company": "name"}"#).expect("mapping");
+    let err = LeadReader::with_mapping(csv.as_bytes(), Limits::default(), Some(&twice)).expect_err("twice");
+    assert_eq!(err.to_string(), "the mapping uses the column `Name` twice");
+    for bad in [r#"{"nom": "Name"}"#, r#"["Name"]"#, r#"{"name": 3}"#, r#"{"name": []}"#, "{"] {
+        assert!(Mapping::parse(bad).is_err(), "{bad}");
+    }
+}
