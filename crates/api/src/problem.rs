@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use leadscore_core::FieldError;
 use leadscore_core::csv::HeaderError;
 use leadscore_store::IngestError;
+use leadscore_store::workbook::WorkbookError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -242,6 +243,11 @@ impl From<IngestError> for ApiError {
                 ApiError::TooLarge(e.to_string())
             }
             IngestError::Header(h) => header_problem(&h),
+            IngestError::Workbook(WorkbookError::TooLarge) => ApiError::TooLarge(e.to_string()),
+            IngestError::Workbook(WorkbookError::NoSuchSheet { .. }) => {
+                ApiError::invalid_param("sheet", e.to_string())
+            }
+            IngestError::Workbook(_) => ApiError::Invalid { detail: e.to_string(), errors: Vec::new() },
             IngestError::Store(e) => ApiError::from(e),
             IngestError::Spool(_) | IngestError::ReaderPanicked(_) => ApiError::Internal(e.to_string()),
         }

@@ -158,7 +158,7 @@ async fn crm_and_spreadsheet_exports_upload_as_they_are(backend: Backend) {
     let mut files: Vec<_> =
         std::fs::read_dir(dir).expect("examples/crm").map(|e| e.expect("entry").path()).collect();
     files.sort();
-    assert_eq!(files.len(), 9, "{files:?}");
+    assert_eq!(files.len(), 10, "{files:?}");
     for path in files {
         let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
         let (status, body) = s.upload_json(std::fs::read(&path).expect("read")).await;
@@ -169,12 +169,17 @@ async fn crm_and_spreadsheet_exports_upload_as_they_are(backend: Backend) {
             "{name}: {body}"
         );
         let source = &body["source"];
-        let encoding = match name.as_str() {
-            "excel-csv.csv" => "windows-1252",
-            "excel-unicode-text.txt" => "UTF-16LE",
-            _ => "UTF-8",
+        let (format, encoding) = match name.as_str() {
+            "excel-csv.csv" => ("csv", "windows-1252"),
+            "excel-unicode-text.txt" => ("csv", "UTF-16LE"),
+            "hubspot-contacts.xlsx" => ("xlsx", "UTF-8"),
+            _ => ("csv", "UTF-8"),
         };
-        assert_eq!(source["encoding"], encoding, "{name}: {source}");
+        assert_eq!(
+            (source["format"].as_str(), source["encoding"].as_str()),
+            (Some(format), Some(encoding)),
+            "{name}: {source}"
+        );
         let name_columns = &source["fields"][0];
         assert_eq!(name_columns["field"], "name", "{name}: {source}");
         assert!(!name_columns["columns"].as_array().expect("columns").is_empty(), "{name}: {source}");
@@ -478,12 +483,14 @@ async fn hostile_csv_corpus_never_answers_5xx(backend: Backend) {
         ("empty file", vec![], StatusCode::UNPROCESSABLE_ENTITY, None),
         ("only a header", HEADER.into(), StatusCode::CREATED, Some(0)),
         ("binary data", binary, StatusCode::UNPROCESSABLE_ENTITY, None),
+        // Read as a workbook (issue 15): a broken one is a 422 saying so.
         (
-            "an Excel workbook",
+            "a broken Excel workbook",
             b"PK\x03\x04\x14\x00\x06\x00rest of a zip".to_vec(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            StatusCode::UNPROCESSABLE_ENTITY,
             None,
         ),
+        ("a PDF", b"%PDF-1.7 rest".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, None),
         ("NUL bytes", nul, StatusCode::CREATED, Some(2)),
         // Found to be windows-1252 and transcoded: both rows, accents kept (issue 15).
         ("Latin-1", latin1, StatusCode::CREATED, Some(2)),

@@ -34,7 +34,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ScoreArgs {
-    /// The leads CSV (`name,role,company,industry,location,linkedin_bio`); `-` reads standard input.
+    /// The leads CSV (`name,role,company,industry,location,linkedin_bio`, or a CRM export) or an Excel or
+    /// OpenDocument workbook; `-` reads standard input.
     leads: PathBuf,
     /// The offer JSON: `{"name": ..., "value_props": [...], "ideal_use_cases": [...]}` (not needed with
     /// `--dry-run`).
@@ -59,6 +60,9 @@ struct ScoreArgs {
     /// (UTF-8, UTF-16 with a byte order mark, or windows-1252).
     #[arg(long, value_parser = encoding)]
     encoding: Option<&'static leadscore_core::csv::encoding::Encoding>,
+    /// For an Excel or OpenDocument workbook: the sheet to read (default: the first).
+    #[arg(long)]
+    sheet: Option<String>,
     /// Which columns feed which fields, as JSON: `{"name": ["First Name", "Last Name"], "role": "Job Title"}`;
     /// the fields it does not name are found from the headers.
     #[arg(long = "map", value_name = "JSON", value_parser = mapping)]

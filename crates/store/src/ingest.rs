@@ -51,6 +51,8 @@ pub struct IngestOptions {
     pub encoding: Option<&'static Encoding>,
     /// The columns the sender named for some fields; the others are found from the headers.
     pub mapping: Option<Mapping>,
+    /// The sheet of a workbook to read (default: the first).
+    pub sheet: Option<String>,
 }
 
 /// Leads shown by a dry run ([`preview`]).
@@ -85,6 +87,9 @@ pub const INLINE_ERRORS: usize = 100;
 /// messages are written for the person who sent the file.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// A workbook that cannot be read, or has no such sheet, or is too large to read as one.
+    #[error(transparent)]
+    Workbook(#[from] crate::workbook::WorkbookError),
     /// The byte stream failed: the client went away, or the file could not be read.
     #[error("the upload was interrupted: {0}")]
     Interrupted(String),
@@ -138,6 +143,7 @@ struct ReadLimits {
     max_field_bytes: usize,
     encoding: Option<&'static Encoding>,
     mapping: Option<Mapping>,
+    sheet: Option<String>,
 }
 
 impl ReadLimits {
@@ -147,6 +153,7 @@ impl ReadLimits {
             max_field_bytes: limits.max_field_bytes,
             encoding: options.encoding,
             mapping: options.mapping.clone(),
+            sheet: options.sheet.clone(),
         }
     }
 }
@@ -165,10 +172,10 @@ where
     E: std::fmt::Display,
 {
     // Until the last byte is in, the database is not touched: a stalled client costs a task and a file.
-    let spool = receive(body, &limits).await?;
+    let received = receive(body, &limits).await?;
     let read_limits = ReadLimits::new(&limits, &options);
     let (batch_tx, mut batch_rx) = mpsc::channel::<FromReader>(2);
-    let reader = tokio::task::spawn_blocking(move || read_csv(spool, read_limits, &batch_tx));
+    let reader = tokio::task::spawn_blocking(move || read_upload(received, read_limits, &batch_tx));
     let written = write(store, workspace, filename, &mut batch_rx, options.keep_leads).await;
     drop(batch_rx); // a reader blocked on a full channel stops
     // A panicked reader explains whatever the writer saw (a channel closed early): report it first.
@@ -190,10 +197,10 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: std::fmt::Display,
 {
-    let spool = receive(body, &limits).await?;
+    let received = receive(body, &limits).await?;
     let read_limits = ReadLimits::new(&limits, &options);
     let (batch_tx, mut batch_rx) = mpsc::channel::<FromReader>(2);
-    let reader = tokio::task::spawn_blocking(move || read_csv(spool, read_limits, &batch_tx));
+    let reader = tokio::task::spawn_blocking(move || read_upload(received, read_limits, &batch_tx));
     let previewed = collect_preview(&mut batch_rx).await;
     drop(batch_rx);
     reader.await.map_err(IngestError::ReaderPanicked)?;
@@ -234,19 +241,21 @@ async fn collect_preview(rx: &mut mpsc::Receiver<FromReader>) -> Result<Preview,
 }
 
 /// Receives the whole body into a spool file, enforcing the byte limit and refusing obvious non-CSV files.
-async fn receive<S, E>(mut body: S, limits: &UploadLimits) -> Result<Spool, IngestError>
+async fn receive<S, E>(mut body: S, limits: &UploadLimits) -> Result<Received, IngestError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: std::fmt::Display,
 {
     let mut spool = SpoolWriter::create(&limits.spool_dir).await.map_err(IngestError::Spool)?;
     let mut total: u64 = 0;
+    let mut workbook = false;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| IngestError::Interrupted(e.to_string()))?;
-        if total == 0
-            && let Some(kind) = binary_kind(&chunk)
-        {
-            return Err(IngestError::NotCsv { kind });
+        if total == 0 {
+            workbook = is_workbook(&chunk);
+            if let Some(kind) = binary_kind(&chunk) {
+                return Err(IngestError::NotCsv { kind });
+            }
         }
         total += chunk.len() as u64;
         if total > limits.max_bytes {
@@ -254,7 +263,19 @@ where
         }
         spool.write(&chunk).await.map_err(IngestError::Spool)?;
     }
-    spool.finish().await.map_err(IngestError::Spool)
+    let spool = spool.finish().await.map_err(IngestError::Spool)?;
+    Ok(Received { spool, workbook })
+}
+
+/// A received body: on disk, and whether it starts like a workbook (a zip or an OLE file).
+struct Received {
+    spool: Spool,
+    workbook: bool,
+}
+
+/// Excel's `.xlsx`/`.xlsb` and OpenDocument's `.ods` are zip files; Excel's old `.xls` is an OLE file.
+fn is_workbook(start: &[u8]) -> bool {
+    start.starts_with(b"PK\x03\x04") || start.starts_with(b"\xD0\xCF\x11\xE0")
 }
 
 struct Written {
@@ -304,20 +325,38 @@ async fn write(
 
 /// Recognises file formats people upload by mistake.
 fn binary_kind(start: &[u8]) -> Option<&'static str> {
-    const KINDS: [(&[u8], &str); 5] = [
-        (b"PK\x03\x04", "an Excel workbook or ZIP archive"),
-        (b"\xD0\xCF\x11\xE0", "an old Excel (.xls) workbook"),
-        (b"%PDF", "a PDF document"),
-        (b"\x1F\x8B", "a gzip archive"),
-        (b"\x89PNG", "a PNG image"),
-    ];
+    const KINDS: [(&[u8], &str); 3] =
+        [(b"%PDF", "a PDF document"), (b"\x1F\x8B", "a gzip archive"), (b"\x89PNG", "a PNG image")];
     KINDS.iter().find(|(magic, _)| start.starts_with(magic)).map(|(_, kind)| *kind)
 }
 
 /// Runs on a blocking thread: parses rows and sends them in batches bounded in rows and in bytes.
-fn read_csv(src: Spool, limits: ReadLimits, tx: &mpsc::Sender<FromReader>) {
+fn read_upload(received: Received, limits: ReadLimits, tx: &mpsc::Sender<FromReader>) {
+    if !received.workbook {
+        return read_csv(received.spool, limits, None, tx);
+    }
+    match crate::workbook::sheet_csv(received.spool, limits.sheet.as_deref()) {
+        Ok(sheet) => {
+            let (format, name) = (sheet.format, sheet.sheet);
+            read_csv(io::Cursor::new(sheet.csv), limits, Some((format, name)), tx);
+        }
+        Err(e) => {
+            let _ = tx.blocking_send(FromReader::Failed(e.into()));
+        }
+    }
+}
+
+/// Reads CSV text (an upload, or a workbook's sheet turned into CSV with its format and name).
+fn read_csv<R: io::Read>(
+    src: R,
+    limits: ReadLimits,
+    workbook: Option<(&'static str, String)>,
+    tx: &mpsc::Sender<FromReader>,
+) {
     let csv_limits = Limits { max_field_bytes: limits.max_field_bytes, ..Limits::default() };
-    let opened = utf8_source(src, limits.encoding).and_then(|(src, encoding)| {
+    // A workbook's text is UTF-8 already, whatever the sender declared.
+    let declared = if workbook.is_some() { None } else { limits.encoding };
+    let opened = utf8_source(src, declared).and_then(|(src, encoding)| {
         Ok((LeadReader::with_mapping(src, csv_limits, limits.mapping.as_ref())?, encoding))
     });
     let (reader, encoding) = match opened {
@@ -331,7 +370,11 @@ fn read_csv(src: Spool, limits: ReadLimits, tx: &mpsc::Sender<FromReader>) {
             return;
         }
     };
-    let source = SourceReport::new(encoding.name(), &reader);
+    let mut source = SourceReport::new(encoding.name(), &reader);
+    if let Some((format, sheet)) = workbook {
+        source.format = format.to_owned();
+        source.sheet = Some(sheet);
+    }
     if tx.blocking_send(FromReader::Header { extra_columns: reader.extra_columns(), source }).is_err() {
         return;
     }
@@ -396,9 +439,14 @@ mod tests {
         spool.write(csv.as_bytes()).await.expect("write");
         let spool = spool.finish().await.expect("finish");
         let (tx, mut rx) = mpsc::channel(2);
-        let limits =
-            ReadLimits { max_rows: u64::MAX, max_field_bytes: 16 * 1024, encoding: None, mapping: None };
-        let reader = tokio::task::spawn_blocking(move || read_csv(spool, limits, &tx));
+        let limits = ReadLimits {
+            max_rows: u64::MAX,
+            max_field_bytes: 16 * 1024,
+            encoding: None,
+            mapping: None,
+            sheet: None,
+        };
+        let reader = tokio::task::spawn_blocking(move || read_csv(spool, limits, None, &tx));
         let mut sizes = Vec::new();
         while let Some(msg) = rx.recv().await {
             match msg {

@@ -22,6 +22,7 @@ mod states;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 mod uploads;
+pub mod workbook;
 
 use std::str::FromStr;
 use std::time::Duration;

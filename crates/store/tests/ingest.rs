@@ -67,12 +67,41 @@ async fn a_missing_column_is_a_header_error_naming_it() {
 
 #[tokio::test]
 async fn spreadsheets_are_recognised() {
+    // A zip that is not a workbook is read as one and refused saying so; a PDF is not even tried.
     let err = run(vec![Ok("PK\x03\x04rest of a zip")], UploadLimits::default()).await.expect_err("refused");
+    assert!(matches!(err, IngestError::Workbook(_)), "{err:?}");
+    assert!(err.to_string().starts_with("the workbook cannot be read"), "{err}");
+    let err = run(vec![Ok("%PDF-1.7")], UploadLimits::default()).await.expect_err("refused");
     assert!(matches!(err, IngestError::NotCsv { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_excel_workbook_is_read_from_its_first_or_named_sheet() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let xlsx =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/crm/hubspot-contacts.xlsx"))
+            .expect("fixture");
+    let body = || stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(xlsx.clone()))]);
+    let options = IngestOptions { keep_leads: 10, ..Default::default() };
+    let ingested =
+        ingest(&db.store, WS, None, body(), UploadLimits::default(), options).await.expect("stored");
+    assert_eq!((ingested.upload.rows_accepted, ingested.upload.rows_rejected), (3, 0));
     assert_eq!(
-        err.to_string(),
-        "this is an Excel workbook or ZIP archive, not CSV: export the sheet as CSV (UTF-8) and upload that"
+        (ingested.upload.source.format.as_str(), ingested.upload.source.sheet.as_deref()),
+        ("xlsx", Some("Contacts"))
     );
+    let lead = &ingested.leads[0].2;
+    assert_eq!((lead.name.as_str(), lead.location.as_str()), ("José Müller", "München, Bavaria, Germany"));
+    let attribute = |name: &str| lead.attributes.iter().find(|a| a.name == name).map(|a| a.value.as_str());
+    // Numbers and dates as the sheet shows them.
+    assert_eq!(
+        (attribute("Record ID"), attribute("Deal Size"), attribute("Create Date")),
+        (Some("5101"), Some("50000"), Some("2026-11-02"))
+    );
+    let other = IngestOptions { sheet: Some("Nope".into()), ..Default::default() };
+    let err =
+        ingest(&db.store, WS, None, body(), UploadLimits::default(), other).await.expect_err("no such sheet");
+    assert_eq!(err.to_string(), "the workbook has no sheet named `Nope`; its sheets are: Contacts, Notes");
 }
 
 #[tokio::test]

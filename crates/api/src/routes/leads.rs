@@ -184,6 +184,10 @@ pub struct UploadQuery {
     /// headers as usual; a column it names that the file lacks is a 422 naming it.
     #[param(max_length = 4096, example = json!(r#"{"name": ["First Name", "Last Name"], "role": "Job Title"}"#))]
     pub mapping: Option<String>,
+    /// For an Excel (`.xlsx`, `.xls`, `.xlsb`) or OpenDocument (`.ods`) workbook: the sheet to read (default: the
+    /// first).
+    #[param(max_length = 100)]
+    pub sheet: Option<String>,
     /// Only on `/v1/leads/upload`: read the whole file and answer what would be stored (encoding, delimiter,
     /// the columns of each field, counts, the first 20 leads and the rejected rows), storing nothing.
     #[param(ignore)]
@@ -225,12 +229,22 @@ impl UploadQuery {
                 Some(Mapping::parse(json).map_err(|e| ApiError::invalid_param("mapping", e.to_string()))?)
             }
         };
-        Ok((IngestOptions { keep_leads, encoding, mapping }, query.dry_run.unwrap_or(false)))
+        let sheet = query.sheet.filter(|s| !s.is_empty());
+        Ok((IngestOptions { keep_leads, encoding, mapping, sheet }, query.dry_run.unwrap_or(false)))
     }
 }
 
-const CSV_TYPES: [&str; 5] =
-    ["text/csv", "application/csv", "text/plain", "application/vnd.ms-excel", "text/x-csv"];
+/// Body types read as the upload itself (the file's first bytes decide between CSV text and a workbook).
+const CSV_TYPES: [&str; 8] = [
+    "text/csv",
+    "application/csv",
+    "text/plain",
+    "application/vnd.ms-excel",
+    "text/x-csv",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.oasis.opendocument.spreadsheet",
+    "application/vnd.ms-excel.sheet.binary.macroenabled.12",
+];
 
 /// Stores or previews one upload's body.
 struct Handle<'a> {
@@ -302,7 +316,8 @@ pub async fn receive_upload(
         handle.run(None, body.map(|c| c.map_err(|e| e.to_string())).boxed()).await
     } else {
         Err(ApiError::UnsupportedMediaType(format!(
-            "send the CSV as multipart/form-data with a `file` field, or as a text/csv body (got {:?})",
+            "send the CSV or workbook as multipart/form-data with a `file` field, or as a text/csv (or workbook) body \
+             (got {:?})",
             if content_type.is_empty() { "no Content-Type" } else { &content_type }
         )))
     }
@@ -311,7 +326,8 @@ pub async fn receive_upload(
 #[utoipa::path(post, path = "/v1/leads/upload", tag = "leads",
     params(UploadQuery, ("dry_run" = Option<bool>, Query, description = "Read the whole file and answer `200` with what would be stored (encoding, delimiter, the columns of each field, counts, the first 20 leads and the rejected rows), storing nothing")),
     request_body(
-        description = "The CSV: a multipart/form-data field `file`, or the body itself as text/csv. A name column \
+        description = "The CSV (or an Excel `.xlsx`/`.xls`/`.xlsb` or OpenDocument `.ods` workbook, whose first sheet or \
+            `sheet` is read): a multipart/form-data field `file`, or the body itself. A name column \
             (or first and last name columns) and a role or company column are required; industry, location \
             (or city, state and country columns), linkedin_bio and external_id are read when present (aliases of \
             the common CRM exports accepted); other columns are kept as attributes.",

@@ -13,13 +13,18 @@ use crate::problem::{ApiError, Problem, ProblemItem};
 /// lead field (`name` from `First Name` + `Last Name`, `location` from `City` + `State/Region` +
 /// `Country/Region`, ...). A field with no columns is empty for every lead.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"encoding": "windows-1252", "delimiter": ",", "fields": [
+#[schema(example = json!({"format": "csv", "encoding": "windows-1252", "delimiter": ",", "fields": [
     {"field": "name", "columns": ["First Name", "Last Name"]}, {"field": "role", "columns": ["Job Title"]},
     {"field": "company", "columns": ["Company Name"]}, {"field": "industry", "columns": ["Industry"]},
     {"field": "location", "columns": ["City", "Country/Region"]}, {"field": "linkedin_bio", "columns": []},
     {"field": "external_id", "columns": ["Record ID"]}
 ]}))]
 pub struct SourceBody {
+    /// `csv`, or the workbook's format: `xlsx`, `xls`, `xlsb` or `ods`.
+    pub format: String,
+    /// The sheet read, for a workbook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sheet: Option<String>,
     /// The text encoding's name (`UTF-8`, `UTF-16LE`, `windows-1252`, ...); empty for uploads stored before it
     /// was recorded.
     pub encoding: String,
@@ -39,6 +44,8 @@ pub struct FieldSourceBody {
 impl From<leadscore_core::csv::SourceReport> for SourceBody {
     fn from(s: leadscore_core::csv::SourceReport) -> Self {
         SourceBody {
+            format: s.format,
+            sheet: s.sheet,
             encoding: s.encoding,
             delimiter: s.delimiter,
             fields: s

@@ -57,7 +57,12 @@ fn limits(args: &ScoreArgs) -> UploadLimits {
 }
 
 fn options(args: &ScoreArgs) -> IngestOptions {
-    IngestOptions { keep_leads: 0, encoding: args.encoding, mapping: args.mapping.clone() }
+    IngestOptions {
+        keep_leads: 0,
+        encoding: args.encoding,
+        mapping: args.mapping.clone(),
+        sheet: args.sheet.clone(),
+    }
 }
 
 /// `--dry-run`: how the file would be read, printed, and nothing stored.
@@ -68,7 +73,13 @@ pub(super) async fn dry_run(args: &ScoreArgs) -> Result<(), Failure> {
     let mut out = String::new();
     let delimiter =
         if p.source.delimiter == "\t" { "tab".to_owned() } else { format!("`{}`", p.source.delimiter) };
-    let _ = writeln!(out, "{}: {}, delimiter {delimiter}", display(&args.leads), p.source.encoding);
+    match &p.source.sheet {
+        Some(sheet) => {
+            writeln!(out, "{}: {} workbook, sheet `{sheet}`", display(&args.leads), p.source.format)
+        }
+        None => writeln!(out, "{}: {}, delimiter {delimiter}", display(&args.leads), p.source.encoding),
+    }
+    .ok();
     for f in &p.source.fields {
         let columns =
             if f.columns.is_empty() { "(no column: empty)".to_owned() } else { f.columns.join(" + ") };
@@ -111,6 +122,7 @@ fn failure(args: &ScoreArgs, e: IngestError) -> Failure {
         | IngestError::TooManyBytes { .. }
         | IngestError::TooManyRows { .. }
         | IngestError::Header(_)
+        | IngestError::Workbook(_)
         | IngestError::Csv(_) => unusable(anyhow!("{source} cannot be read as leads: {e}")),
     }
 }

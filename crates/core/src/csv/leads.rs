@@ -273,6 +273,11 @@ fn found_list(found: &[String]) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct SourceReport {
+    /// `csv`, or the workbook's format (`xlsx`, `xls`, `xlsb`, `ods`).
+    pub format: String,
+    /// The sheet read, for a workbook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sheet: Option<String>,
     /// The encoding's WHATWG name (`UTF-8`, `UTF-16LE`, `windows-1252`, ...).
     pub encoding: String,
     /// `,` `;` or a tab.
@@ -291,6 +296,8 @@ pub struct FieldSource {
 impl SourceReport {
     pub fn new<R: Read>(encoding: &str, reader: &LeadReader<R>) -> SourceReport {
         SourceReport {
+            format: "csv".to_owned(),
+            sheet: None,
             encoding: encoding.to_owned(),
             delimiter: (reader.delimiter() as char).to_string(),
             fields: reader

@@ -72,6 +72,13 @@ impl Read for Spool {
     }
 }
 
+/// A workbook is read by seeking (calamine opens it as a zip or an OLE file).
+impl Seek for Spool {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
