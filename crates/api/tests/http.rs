@@ -25,6 +25,7 @@ both_backends!(
     bad_requests_are_problems,
     uploads_multipart_and_csv_bodies,
     crm_and_spreadsheet_exports_upload_as_they_are,
+    results_go_back_into_the_crm,
     hostile_csv_corpus_never_answers_5xx,
     upload_limits_store_nothing,
     an_interrupted_upload_stores_nothing,
@@ -274,6 +275,77 @@ async fn crm_and_spreadsheet_exports_upload_as_they_are(backend: Backend) {
     let (status, body) = status_json(r).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["errors"][0]["field"], "encoding", "{body}");
+}
+
+/// A run over two CRM exports: its CSV carries every upload's own columns under their headers by default, or the
+/// ones `include` names, and reads back as CSV with the record ids intact (issue 15).
+async fn results_go_back_into_the_crm(backend: Backend) {
+    let s = server(backend).await;
+    let (_, offer) = s.post_json("/v1/offers", offer_json()).await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/crm");
+    for file in ["hubspot-contacts.csv", "salesforce-leads.csv"] {
+        let (status, body) = s.upload_json(std::fs::read(format!("{dir}/{file}")).expect("read")).await;
+        assert_eq!(status, StatusCode::CREATED, "{file}: {body}");
+    }
+    let r = s
+        .http
+        .post(s.url("/v1/leads/score"))
+        .json(&json!({"offer_id": offer["id"], "all_unscored": true}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = r.headers()["location"].to_str().expect("ascii").to_owned();
+    let run = wait_run(&s, &location).await;
+    let export = |query: &str| {
+        let url = s.url(&format!("/v1/runs/{}/results.csv{query}", run["id"].as_str().expect("id")));
+        let http = s.http.clone();
+        async move { http.get(url).send().await.expect("get").text().await.expect("text") }
+    };
+    let all = read_csv(&export("").await);
+    let header = &all[0];
+    for column in ["Record ID", "Lead ID", "Email", "First Name", "Lead Status"] {
+        assert!(header.iter().any(|h| h == column), "{column} missing from {header:?}");
+    }
+    assert_eq!(all.len(), 7, "a header and six leads");
+    let picked = read_csv(&export("?include=Email,Record%20ID").await);
+    assert_eq!(picked[0][picked[0].len() - 2..], ["Email", "Record ID"]);
+    let at = |rows: &[Vec<String>], name: &str, column: &str| {
+        let (n, c) = (
+            rows[0].iter().position(|h| h == "name").expect("name"),
+            rows[0].iter().position(|h| h == column).expect("column"),
+        );
+        rows.iter().find(|r| r[n] == name).map(|r| r[c].clone()).expect("row")
+    };
+    assert_eq!(at(&picked, "José Müller", "Record ID").len(), 4, "HubSpot's id, e.g. 5101");
+    assert!(at(&picked, "José Müller", "Email").contains('@'));
+    let none = read_csv(&export("?include=").await);
+    assert_eq!(none[0].last().map(String::as_str), Some("scored_at"), "no source columns");
+}
+
+/// RFC 4180 rows (quoted fields, doubled quotes, CRLF).
+fn read_csv(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut field, mut quoted, mut chars) =
+        (Vec::new(), Vec::new(), String::new(), false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    rows
 }
 
 fn urlencode(s: &str) -> String {

@@ -130,6 +130,25 @@ impl ResultScope {
         }
     }
 
+    /// Whether the scope has a result for a lead in `$3..=$4` (`$1` workspace, `$2` run or offer id): one seek
+    /// on the scope's index in lead order.
+    fn has_lead_in_range_sql(&self) -> &'static str {
+        match self {
+            ResultScope::Run(_) => {
+                "exists (select 1 from results r where r.run_id = $2 and r.lead_id between u.min_lead_id and \
+                 u.max_lead_id)"
+            }
+            ResultScope::Current { offer_id: Some(_) } => {
+                "exists (select 1 from current_results c where c.workspace_id = $1 and c.offer_id = $2 and \
+                 c.lead_id between u.min_lead_id and u.max_lead_id)"
+            }
+            ResultScope::Current { offer_id: None } => {
+                "($2 is null and exists (select 1 from current_results c where c.workspace_id = $1 and \
+                 c.lead_id between u.min_lead_id and u.max_lead_id))"
+            }
+        }
+    }
+
     /// How many results the scope holds: `$1` workspace, `$2` run or offer id.
     fn count_sql(&self) -> &'static str {
         match self {
@@ -286,6 +305,34 @@ impl Store {
             }
         };
         Ok(lines)
+    }
+
+    /// The source columns of every upload `scope` has results from, in upload order, each name once: the header
+    /// an export needs to carry every lead's own columns back. An upload is found by its leads' id range, one
+    /// index seek per upload of the workspace (leads have no index on their upload, to keep uploads fast); uploads
+    /// made at the very same moment can interleave their ids, and then one may be counted that has no result in
+    /// the scope (its columns are empty).
+    pub async fn source_columns(&self, workspace: &str, scope: &ResultScope) -> Result<Vec<String>> {
+        let sql = format!(
+            "select u.extra_columns from uploads u where u.workspace_id = $1 and u.min_lead_id is not null and {} \
+             order by u.id",
+            scope.has_lead_in_range_sql()
+        );
+        let lists: Vec<Vec<String>> = on_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(workspace)
+                .bind(scope.id())
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| r.json::<Vec<String>>("extra_columns")).collect::<Result<_>>()?
+        });
+        let mut columns: Vec<String> = Vec::new();
+        for name in lists.into_iter().flatten() {
+            if !columns.contains(&name) {
+                columns.push(name);
+            }
+        }
+        Ok(columns)
     }
 
     /// How many results `scope` holds (unfiltered).

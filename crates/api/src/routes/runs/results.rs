@@ -35,6 +35,9 @@ pub struct ResultQuery {
     /// `next_cursor` of the previous page.
     #[param(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     cursor: Option<String>,
+    /// CSV exports only (documented on them): which source columns to write.
+    #[param(ignore)]
+    include: Option<String>,
 }
 
 impl ResultQuery {
@@ -174,6 +177,11 @@ const EXPORT_PAGE: u32 = 1000;
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // Documentation only: the exports read `ResultQuery` / `CurrentQuery` and ignore paging.
 pub struct ExportFilter {
+    /// The leads' own columns to write after the result columns, comma-separated, under their headers (e.g.
+    /// `Email,Record ID`: what a CRM import matches on); `all_source_columns` (the default) writes every column
+    /// of every upload the results come from; empty writes none.
+    #[param(max_length = 8192, example = "Email,Record ID")]
+    include: Option<String>,
     /// Only results of this intent.
     #[param(value_type = Option<crate::doc::IntentName>)]
     intent: Option<String>,
@@ -199,7 +207,39 @@ pub async fn export_results(
 ) -> Result<Response, ApiError> {
     let filter = q.filter()?;
     state.store.get_run(&ws, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
-    export(state, ws, ResultScope::Run(id.clone()), filter, format!("leadscore-{id}")).await
+    let include = Include::parse(q.include.as_deref())?;
+    export(state, ws, ResultScope::Run(id.clone()), filter, include, format!("leadscore-{id}")).await
+}
+
+/// Which of the leads' own columns an export writes.
+#[derive(Debug, PartialEq, Eq)]
+enum Include {
+    /// Every column of every upload the results come from.
+    AllSourceColumns,
+    /// These, in this order.
+    Columns(Vec<String>),
+}
+
+/// Most columns `include` may list.
+const MAX_INCLUDE: usize = 200;
+
+impl Include {
+    fn parse(raw: Option<&str>) -> Result<Include, ApiError> {
+        let Some(raw) = raw else { return Ok(Include::AllSourceColumns) };
+        if raw.trim() == "all_source_columns" {
+            return Ok(Include::AllSourceColumns);
+        }
+        let mut columns: Vec<String> = Vec::new();
+        for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if !columns.iter().any(|c| c == name) {
+                columns.push(name.to_owned());
+            }
+        }
+        if columns.len() > MAX_INCLUDE {
+            return Err(ApiError::bad_param("include", format!("at most {MAX_INCLUDE} columns")));
+        }
+        Ok(Include::Columns(columns))
+    }
 }
 
 /// Streams a results CSV: the header, then one chunk per page of results (memory stays flat however many).
@@ -208,18 +248,12 @@ async fn export(
     ws: String,
     scope: ResultScope,
     filter: ResultFilter,
+    include: Include,
     name: String,
 ) -> Result<Response, ApiError> {
-    let first = state
-        .store
-        .list_results(&ws, &scope, &filter, &leadscore_store::Page { limit: 1, after: None })
-        .await?;
-    // The extra columns of the upload the leads came from (a run over one upload, the common case).
-    let extra = match first.items.first() {
-        Some(r) => {
-            state.store.get_upload(&ws, &r.lead.upload_id).await?.map(|u| u.extra_columns).unwrap_or_default()
-        }
-        None => Vec::new(),
+    let extra = match include {
+        Include::AllSourceColumns => state.store.source_columns(&ws, &scope).await?,
+        Include::Columns(columns) => columns,
     };
     let mut header = Some(extra.clone());
     let chunks = state.store.result_pages(ws, scope, filter, EXPORT_PAGE).map(move |page| {
@@ -269,6 +303,9 @@ pub struct CurrentQuery {
         pattern = r"^([^\u0000-\u001f\u007f-\u009f]*~[^\u0000-\u001f\u007f-\u009f]*)?$"
     )]
     cursor: Option<String>,
+    /// CSV exports only (documented on them): which source columns to write.
+    #[param(ignore)]
+    include: Option<String>,
 }
 
 impl CurrentQuery {
@@ -279,6 +316,7 @@ impl CurrentQuery {
             score_basis: self.score_basis,
             limit: self.limit,
             cursor: self.cursor,
+            include: self.include,
         };
         (self.offer_id, q)
     }
@@ -318,5 +356,14 @@ pub async fn export_current(
 ) -> Result<Response, ApiError> {
     let (offer, q) = q.split();
     let filter = q.filter()?;
-    export(state, ws, ResultScope::Current { offer_id: offer }, filter, "leadscore-results".to_owned()).await
+    let include = Include::parse(q.include.as_deref())?;
+    export(
+        state,
+        ws,
+        ResultScope::Current { offer_id: offer },
+        filter,
+        include,
+        "leadscore-results".to_owned(),
+    )
+    .await
 }
