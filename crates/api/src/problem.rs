@@ -244,6 +244,9 @@ impl From<IngestError> for ApiError {
             }
             IngestError::Header(h) => header_problem(&h),
             IngestError::Workbook(WorkbookError::TooLarge) => ApiError::TooLarge(e.to_string()),
+            IngestError::Workbook(WorkbookError::Unsupported(_)) => {
+                ApiError::UnsupportedMediaType(e.to_string())
+            }
             IngestError::Workbook(WorkbookError::NoSuchSheet { .. }) => {
                 ApiError::invalid_param("sheet", e.to_string())
             }

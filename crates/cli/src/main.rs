@@ -34,8 +34,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ScoreArgs {
-    /// The leads CSV (`name,role,company,industry,location,linkedin_bio`, or a CRM export) or an Excel or
-    /// OpenDocument workbook; `-` reads standard input.
+    /// The leads CSV (`name,role,company,industry,location,linkedin_bio`, or a CRM export) or an Excel workbook
+    /// (`.xlsx`); `-` reads standard input.
     leads: PathBuf,
     /// The offer JSON: `{"name": ..., "value_props": [...], "ideal_use_cases": [...]}` (not needed with
     /// `--dry-run`).
@@ -60,7 +60,7 @@ struct ScoreArgs {
     /// (UTF-8, UTF-16 with a byte order mark, or windows-1252).
     #[arg(long, value_parser = encoding)]
     encoding: Option<&'static leadscore_core::csv::encoding::Encoding>,
-    /// For an Excel or OpenDocument workbook: the sheet to read (default: the first).
+    /// For an Excel workbook (`.xlsx`): the sheet to read (default: the first).
     #[arg(long)]
     sheet: Option<String>,
     /// Which columns feed which fields, as JSON: `{"name": ["First Name", "Last Name"], "role": "Job Title"}`;

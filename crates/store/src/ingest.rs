@@ -248,12 +248,13 @@ where
 {
     let mut spool = SpoolWriter::create(&limits.spool_dir).await.map_err(IngestError::Spool)?;
     let mut total: u64 = 0;
-    let mut workbook = false;
+    // The first bytes, however the body is chunked, say whether it is a workbook or a file sent by mistake.
+    let mut head: Vec<u8> = Vec::with_capacity(HEAD);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| IngestError::Interrupted(e.to_string()))?;
-        if total == 0 {
-            workbook = is_workbook(&chunk);
-            if let Some(kind) = binary_kind(&chunk) {
+        if head.len() < HEAD {
+            head.extend_from_slice(&chunk[..chunk.len().min(HEAD - head.len())]);
+            if let Some(kind) = binary_kind(&head) {
                 return Err(IngestError::NotCsv { kind });
             }
         }
@@ -264,8 +265,11 @@ where
         spool.write(&chunk).await.map_err(IngestError::Spool)?;
     }
     let spool = spool.finish().await.map_err(IngestError::Spool)?;
-    Ok(Received { spool, workbook })
+    Ok(Received { spool, workbook: is_workbook(&head) })
 }
+
+/// Bytes looked at to recognise a file's kind.
+const HEAD: usize = 8;
 
 /// A received body: on disk, and whether it starts like a workbook (a zip or an OLE file).
 struct Received {

@@ -94,6 +94,10 @@ const COLUMNS: &str = "l.id, l.upload_id, l.line, l.external_id, l.name, l.role,
     r.ai_intent, r.ai_score, r.ai_reasoning, r.ai_status, r.score_basis, r.final_score, r.intent, r.flags, r.model, \
     r.prompt_version, r.prompt_tokens, r.completion_tokens, r.cost_usd, r.latency_ms, r.created_at as scored_at";
 
+/// Most source columns an export writes by default (an upload has at most 512 columns; a run over many uploads
+/// with different columns stops here; `include=` picks others).
+pub const MAX_SOURCE_COLUMNS: usize = 512;
+
 /// Whose results a listing or export reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResultScope {
@@ -307,7 +311,8 @@ impl Store {
         Ok(lines)
     }
 
-    /// The source columns of every upload `scope` has results from, in upload order, each name once: the header
+    /// The source columns of every upload `scope` has results from (at most [`MAX_SOURCE_COLUMNS`]), in upload
+    /// order, each name once: the header
     /// an export needs to carry every lead's own columns back. An upload is found by its leads' id range, one
     /// index seek per upload of the workspace (leads have no index on their upload, to keep uploads fast); uploads
     /// made at the very same moment can interleave their ids, and then one may be counted that has no result in
@@ -328,6 +333,9 @@ impl Store {
         });
         let mut columns: Vec<String> = Vec::new();
         for name in lists.into_iter().flatten() {
+            if columns.len() == MAX_SOURCE_COLUMNS {
+                break;
+            }
             if !columns.contains(&name) {
                 columns.push(name);
             }

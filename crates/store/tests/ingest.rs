@@ -98,6 +98,27 @@ async fn an_excel_workbook_is_read_from_its_first_or_named_sheet() {
         (attribute("Record ID"), attribute("Deal Size"), attribute("Create Date")),
         (Some("5101"), Some("50000"), Some("2026-11-02"))
     );
+    // A cell at the sheet's far corner is refused at once, not laid out as a grid of 17 billion cells.
+    let far =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/far-cell.xlsx")).expect("fixture");
+    let far = stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(far))]);
+    let err = ingest(&db.store, WS, None, far, UploadLimits::default(), IngestOptions::default())
+        .await
+        .expect_err("wide");
+    assert!(err.to_string().starts_with("the sheet uses columns beyond 512"), "{err}");
+    // Line breaks inside cells keep the rows on their lines; dates of the 1904 system read right.
+    let multi = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/multiline-1904.xlsx"))
+        .expect("fixture");
+    let multi = stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(multi))]);
+    let options = IngestOptions { keep_leads: 10, ..Default::default() };
+    let ingested =
+        ingest(&db.store, WS, None, multi, UploadLimits::default(), options).await.expect("stored");
+    assert_eq!(ingested.errors.iter().map(|e| e.line).collect::<Vec<_>>(), [3], "{:?}", ingested.errors);
+    let leads: Vec<_> = ingested.leads.iter().map(|(_, line, l)| (*line, l.linkedin_bio.as_str())).collect();
+    assert_eq!(leads, [(2, "Builds data teams. Likes outbound."), (4, "Line one line two")]);
+    let since =
+        |i: usize| ingested.leads[i].2.attributes.iter().find(|a| a.name == "Since").map(|a| a.value.clone());
+    assert_eq!((since(0).as_deref(), since(1).as_deref()), (Some("2026-01-02"), Some("2026-01-03 14:05:00")));
     let other = IngestOptions { sheet: Some("Nope".into()), ..Default::default() };
     let err =
         ingest(&db.store, WS, None, body(), UploadLimits::default(), other).await.expect_err("no such sheet");

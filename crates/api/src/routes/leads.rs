@@ -184,8 +184,7 @@ pub struct UploadQuery {
     /// headers as usual; a column it names that the file lacks is a 422 naming it.
     #[param(max_length = 4096, example = json!(r#"{"name": ["First Name", "Last Name"], "role": "Job Title"}"#))]
     pub mapping: Option<String>,
-    /// For an Excel (`.xlsx`, `.xls`, `.xlsb`) or OpenDocument (`.ods`) workbook: the sheet to read (default: the
-    /// first).
+    /// For an Excel workbook (`.xlsx`): the sheet to read (default: the first).
     #[param(max_length = 100)]
     pub sheet: Option<String>,
     /// Only on `/v1/leads/upload`: read the whole file and answer what would be stored (encoding, delimiter,
@@ -235,15 +234,13 @@ impl UploadQuery {
 }
 
 /// Body types read as the upload itself (the file's first bytes decide between CSV text and a workbook).
-const CSV_TYPES: [&str; 8] = [
+const CSV_TYPES: [&str; 6] = [
     "text/csv",
     "application/csv",
     "text/plain",
     "application/vnd.ms-excel",
     "text/x-csv",
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-    "application/vnd.oasis.opendocument.spreadsheet",
-    "application/vnd.ms-excel.sheet.binary.macroenabled.12",
 ];
 
 /// Stores or previews one upload's body.
@@ -326,8 +323,7 @@ pub async fn receive_upload(
 #[utoipa::path(post, path = "/v1/leads/upload", tag = "leads",
     params(UploadQuery, ("dry_run" = Option<bool>, Query, description = "Read the whole file and answer `200` with what would be stored (encoding, delimiter, the columns of each field, counts, the first 20 leads and the rejected rows), storing nothing")),
     request_body(
-        description = "The CSV (or an Excel `.xlsx`/`.xls`/`.xlsb` or OpenDocument `.ods` workbook, whose first sheet or \
-            `sheet` is read): a multipart/form-data field `file`, or the body itself. A name column \
+        description = "The CSV (or an Excel `.xlsx` workbook, whose first sheet or `sheet` is read): a multipart/form-data field `file`, or the body itself. A name column \
             (or first and last name columns) and a role or company column are required; industry, location \
             (or city, state and country columns), linkedin_bio and external_id are read when present (aliases of \
             the common CRM exports accepted); other columns are kept as attributes.",
@@ -339,7 +335,7 @@ pub async fn receive_upload(
         (status = 201, description = "Stored; rejected rows are listed with their line and reason", body = UploadResponse),
         (status = 200, description = "A dry run (`dry_run=true`): what would be stored; nothing was", body = UploadPreview),
         (status = 413, description = "Over the byte or row limit; nothing stored", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not CSV (wrong content type, or a spreadsheet/ZIP/PDF file)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither CSV nor an .xlsx workbook (a wrong content type; an .xls, .xlsb or .ods file; a PDF, an archive or an image): the message says what it is", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The file cannot be read as leads (e.g. missing columns, listed); nothing stored", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn upload_leads(

@@ -20,7 +20,7 @@ use crate::problem::{ApiError, Problem, ProblemItem};
     {"field": "external_id", "columns": ["Record ID"]}
 ]}))]
 pub struct SourceBody {
-    /// `csv`, or the workbook's format: `xlsx`, `xls`, `xlsb` or `ods`.
+    /// `csv`, or `xlsx` for an Excel workbook; empty for uploads stored before it was recorded.
     pub format: String,
     /// The sheet read, for a workbook.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -102,6 +102,9 @@ pub struct Mapping {
     fields: Vec<(Field, Vec<String>)>,
 }
 
+/// Longest mapping accepted, in bytes.
+pub const MAX_MAPPING_BYTES: usize = 4096;
+
 /// Most columns one field may be joined from.
 const MAX_PIECES: usize = 8;
 
@@ -114,12 +117,15 @@ pub enum MappingError {
     Malformed(String),
     #[error("the mapping names `{name}`, which is not a lead field: use {}", Field::ALL.map(Field::as_str).join(", "))]
     UnknownField { name: String },
-    #[error("the mapping gives `{field}` {count} columns: at most {MAX_PIECES}")]
+    #[error("the mapping gives `{field}` {count} columns: 1 to {MAX_PIECES}")]
     TooManyColumns { field: &'static str, count: usize },
 }
 
 impl Mapping {
     pub fn parse(json: &str) -> Result<Mapping, MappingError> {
+        if json.len() > MAX_MAPPING_BYTES {
+            return Err(MappingError::Malformed(format!("longer than {MAX_MAPPING_BYTES} bytes")));
+        }
         let value: serde_json::Value =
             serde_json::from_str(json).map_err(|e| MappingError::Malformed(e.to_string()))?;
         let object = value.as_object().ok_or_else(|| MappingError::Malformed("not an object".into()))?;
@@ -140,6 +146,9 @@ impl Mapping {
                     )));
                 }
             };
+            if columns.iter().any(String::is_empty) {
+                return Err(MappingError::Malformed(format!("`{name}`: a column name is empty")));
+            }
             if columns.is_empty() || columns.len() > MAX_PIECES {
                 return Err(MappingError::TooManyColumns { field: field.as_str(), count: columns.len() });
             }
@@ -224,7 +233,10 @@ fn header_key(cell: &str) -> String {
 /// The header could not be used: nothing in the file can be read as leads.
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
-    #[error("the file is empty: expected a header row with the columns {}", required_list())]
+    #[error(
+        "the file is empty: expected a header row with a name column and a role or company column, such as {}",
+        required_list()
+    )]
     Empty,
     #[error(
         "missing required column{}: {}. Found: {}. A lead needs a `name` column (or first and last name columns) \
@@ -273,7 +285,7 @@ fn found_list(found: &[String]) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct SourceReport {
-    /// `csv`, or the workbook's format (`xlsx`, `xls`, `xlsb`, `ods`).
+    /// `csv`, or `xlsx` for an Excel workbook; empty for uploads stored before it was recorded.
     pub format: String,
     /// The sheet read, for a workbook.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -464,7 +476,10 @@ impl<R: Read> LeadReader<R> {
                     Err(_) => {
                         return reject(
                             Some(self.headers[i].clone()),
-                            "not valid UTF-8: save the file as UTF-8 (\"CSV UTF-8\" in Excel)".to_owned(),
+                            "not valid UTF-8: the start of the file is, this row is not. If the file was saved by Excel \
+                             as \"CSV\" on Windows, upload it again with encoding=windows-1252 (--encoding); or save it \
+                             as \"CSV UTF-8\""
+                                .to_owned(),
                         );
                     }
                 }
@@ -575,6 +590,17 @@ fn map_columns(headers: &[String], mapping: Option<&Mapping>) -> Result<Vec<Colu
                 Target::Field(f) => !mapped_field(f),
                 Target::Part(p) => !mapped_field(p.field()),
             }),
+        };
+        // A second column for a field is ambiguous (which is the role?); a second record id or a second part
+        // (`State` beside `Region`) is not: the first one is used, the others stay attributes.
+        let target = match target {
+            Some(t)
+                if seen.contains_key(&t)
+                    && matches!(t, Target::Part(_) | Target::Field(Field::ExternalId)) =>
+            {
+                None
+            }
+            other => other,
         };
         if let Some(t) = target
             && let Some(first) = seen.insert(t, h)

@@ -287,3 +287,15 @@ fn a_mapping_overrides_a_guess_and_bad_mappings_are_named() {
         assert!(Mapping::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_second_part_or_record_id_is_kept_as_an_attribute_not_an_error() {
+    let csv =
+        "Name,Title,Company,City,State,Region,Lead ID,Contact ID\nAnn,CEO,Acme,Lyon,ARA,Europe,L-1,C-1\n";
+    let reader = LeadReader::new(csv.as_bytes(), Limits::default()).expect("header");
+    let rows: Vec<Row> = reader.map(|r| r.expect("io")).collect();
+    let Row::Accepted { lead, .. } = &rows[0] else { panic!("accepted: {rows:?}") };
+    assert_eq!((lead.location.as_str(), lead.external_id.as_deref()), ("Lyon, ARA", Some("L-1")));
+    assert!(lead.attributes.iter().any(|a| a.name == "Region" && a.value == "Europe"), "{lead:?}");
+    assert!(lead.attributes.iter().any(|a| a.name == "Contact ID" && a.value == "C-1"), "{lead:?}");
+}
