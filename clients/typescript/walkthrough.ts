@@ -25,6 +25,13 @@ type RunWithResults = components["schemas"]["RunWithResults"];
 
 // Creating a run answers 202 with the run, or 200 with the run and its results under `Prefer: wait`.
 const runOf = (answer: Run | RunWithResults): Run => ("results" in answer ? answer.run : answer);
+
+// An upload answers 201 with what was stored, or 200 with a preview when asked for a dry run (`dry_run=true`).
+type Stored = components["schemas"]["UploadResponse"];
+const stored = (answer: Stored | components["schemas"]["UploadPreview"]): Stored => {
+  if ("upload_id" in answer) return answer;
+  throw new Error("the upload was only previewed");
+};
 // docs: end
 
 const [baseUrl, apiKey, repo] = process.argv.slice(2);
@@ -72,7 +79,7 @@ async function main(): Promise<void> {
   // (Node.js 18, Debian 12's, lacks it: there the file is read first).
   const file = join(repo, "examples/messy-leads.csv");
   const csv = fs.openAsBlob ? await fs.openAsBlob(file, { type: "text/csv" }) : new Blob([readFileSync(file)]);
-  const { data: upload, error: uploadError } = await client.POST("/v1/leads/upload", {
+  const { data: answer, error: uploadError } = await client.POST("/v1/leads/upload", {
     body: { file: csv },
     bodySerializer: (body) => {
       const form = new FormData();
@@ -81,6 +88,7 @@ async function main(): Promise<void> {
     },
   });
   if (uploadError) throw new Error(uploadError.detail);
+  const upload = stored(answer);
   console.log(`${upload.rows_accepted} rows accepted, ${upload.rows_rejected} rejected`);
   for (const e of upload.errors) console.log(`  line ${e.line}, ${e.column ?? "row"}: ${e.message}`);
   // docs: end
@@ -177,12 +185,13 @@ async function main(): Promise<void> {
     bodySerializer: (file) => file,
   });
   if (again.error) throw new Error(again.error.detail);
+  const againId = stored(again.data).upload_id;
   // A new offer, so no verdict is in the cache yet and the jobs wait on the model.
   const other = await client.POST("/v1/offers", {
     body: { name: `Cancelled ${randomUUID()}`, value_props: offer.value_props, ideal_use_cases: offer.ideal_use_cases },
   });
   if (other.error) throw new Error(other.error.detail);
-  const second = await client.POST("/v1/leads/score", { body: { offer_id: other.data.id, upload_id: again.data.upload_id } });
+  const second = await client.POST("/v1/leads/score", { body: { offer_id: other.data.id, upload_id: againId } });
   if (second.error) throw new Error(second.error.detail);
   const secondId = runOf(second.data).id;
   const cancelled = await client.POST("/v1/runs/{id}/cancel", { params: { path: { id: secondId } } });
