@@ -172,6 +172,48 @@ fn crm_and_excel_exports_score_as_they_are() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
+/// Every file of `examples/crm/` scores as it is through the CLI, on SQLite and on PostgreSQL: three leads each,
+/// none rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_crm_fixture_scores_on_both_stores() {
+    use leadscore_store::Backend;
+    use leadscore_store::test_support::TestDb;
+    let pg = TestDb::new(Backend::Postgres).await;
+    let dir = scratch("crm-all");
+    let mut files: Vec<_> = std::fs::read_dir(repo().join("examples/crm"))
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    for (store, url) in [("sqlite", None), ("postgres", Some(pg.url.clone()))] {
+        for file in &files {
+            let out = dir.join("scored.csv");
+            let mut args: Vec<String> = [
+                "score",
+                file.to_str().expect("utf8"),
+                "--offer",
+                "examples/offer.json",
+                "--no-ai",
+                "--strict",
+                "-o",
+                out.to_str().expect("utf8"),
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            if let Some(url) = &url {
+                args.extend(["--database-url".to_owned(), url.clone()]);
+            }
+            let o = tokio::task::spawn_blocking(move || command().args(args).output().expect("runs"))
+                .await
+                .expect("joined");
+            assert!(o.status.success(), "{store} {}: {}", file.display(), stderr(&o));
+            let csv = std::fs::read_to_string(&out).expect("results");
+            assert_eq!(rows(&csv).len(), 3, "{store} {}: {csv}", file.display());
+            assert!(csv.contains("José Müller"), "{store} {}: {csv}", file.display());
+        }
+    }
+}
+
 #[test]
 fn unusable_input_exits_2_with_one_clear_line() {
     let dir = scratch("unusable");
