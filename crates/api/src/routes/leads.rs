@@ -193,6 +193,9 @@ pub struct UploadQuery {
     pub dry_run: Option<bool>,
 }
 
+/// Longest sheet name accepted (Excel's own limit is 31; the document says 100).
+const MAX_SHEET_NAME: usize = 100;
+
 /// What to do with a received upload.
 #[derive(Debug, Clone, Copy)]
 pub enum UploadAction {
@@ -229,6 +232,9 @@ impl UploadQuery {
             }
         };
         let sheet = query.sheet.filter(|s| !s.is_empty());
+        if sheet.as_ref().is_some_and(|s| s.chars().count() > MAX_SHEET_NAME) {
+            return Err(ApiError::invalid_param("sheet", format!("longer than {MAX_SHEET_NAME} characters")));
+        }
         Ok((IngestOptions { keep_leads, encoding, mapping, sheet }, query.dry_run.unwrap_or(false)))
     }
 }

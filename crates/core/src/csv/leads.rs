@@ -102,8 +102,8 @@ pub struct Mapping {
     fields: Vec<(Field, Vec<String>)>,
 }
 
-/// Longest mapping accepted, in bytes.
-pub const MAX_MAPPING_BYTES: usize = 4096;
+/// Longest mapping accepted, in characters (the API document's `maxLength`).
+pub const MAX_MAPPING_CHARS: usize = 4096;
 
 /// Most columns one field may be joined from.
 const MAX_PIECES: usize = 8;
@@ -123,8 +123,8 @@ pub enum MappingError {
 
 impl Mapping {
     pub fn parse(json: &str) -> Result<Mapping, MappingError> {
-        if json.len() > MAX_MAPPING_BYTES {
-            return Err(MappingError::Malformed(format!("longer than {MAX_MAPPING_BYTES} bytes")));
+        if json.chars().count() > MAX_MAPPING_CHARS {
+            return Err(MappingError::Malformed(format!("longer than {MAX_MAPPING_CHARS} characters")));
         }
         let value: serde_json::Value =
             serde_json::from_str(json).map_err(|e| MappingError::Malformed(e.to_string()))?;

@@ -180,7 +180,7 @@ pub struct ExportFilter {
     /// The leads' own columns to write after the result columns, comma-separated, under their headers (e.g.
     /// `Email,Record ID`: what a CRM import matches on); `all_source_columns` (the default) writes every column
     /// of every upload the results come from; empty writes none.
-    #[param(max_length = 8192, example = "Email,Record ID")]
+    #[param(max_length = 8192, example = "Email,Record ID")] // MAX_INCLUDE_CHARS
     include: Option<String>,
     /// Only results of this intent.
     #[param(value_type = Option<crate::doc::IntentName>)]
@@ -220,12 +220,21 @@ enum Include {
     Columns(Vec<String>),
 }
 
+/// Longest `include` accepted, in characters (the document's `maxLength`).
+const MAX_INCLUDE_CHARS: usize = 8192;
+
 /// Most columns `include` may list.
 const MAX_INCLUDE: usize = 200;
 
 impl Include {
     fn parse(raw: Option<&str>) -> Result<Include, ApiError> {
         let Some(raw) = raw else { return Ok(Include::AllSourceColumns) };
+        if raw.chars().count() > MAX_INCLUDE_CHARS {
+            return Err(ApiError::bad_param(
+                "include",
+                format!("longer than {MAX_INCLUDE_CHARS} characters"),
+            ));
+        }
         if raw.trim() == "all_source_columns" {
             return Ok(Include::AllSourceColumns);
         }
