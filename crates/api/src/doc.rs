@@ -34,8 +34,6 @@ pub enum Source {
     Layer,
     /// Both: on compat routes either body can come.
     Both,
-    /// The HTTP library, before any layer: a status with no body.
-    Hyper,
 }
 
 /// A status some operations can answer, declared once.
@@ -95,14 +93,6 @@ pub const COMMON: &[Common] = &[
         source: Source::Layer,
         retry_after: false,
         applies: |_| true,
-    },
-    Common {
-        status: "414",
-        name: "UriTooLong",
-        description: "The request line is too long (a query parameter far over its documented length); no body",
-        source: Source::Hyper,
-        retry_after: false,
-        applies: |s| s.query,
     },
     Common {
         status: "413",
@@ -189,9 +179,8 @@ impl utoipa::Modify for CommonResponses {
                     op.operation_id = op.operation_id.take().map(|id| format!("compat_{id}"));
                 }
                 for common in COMMON.iter().filter(|c| (c.applies)(&shape)) {
-                    let compat = shape.compat && !matches!(common.source, Source::Layer | Source::Hyper);
-                    let problem =
-                        common.source != Source::Hyper && (!shape.compat || common.source != Source::Route);
+                    let compat = shape.compat && common.source != Source::Layer;
+                    let problem = !shape.compat || common.source != Source::Route;
                     let name = match (compat, problem) {
                         (true, true) => format!("CompatOrProblem{}", common.name),
                         (true, false) => format!("Compat{}", common.name),
