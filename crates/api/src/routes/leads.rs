@@ -182,7 +182,7 @@ pub struct UploadQuery {
     /// Which columns feed which fields, as JSON: `{"name": ["First Name", "Last Name"], "role": "Job Title",
     /// "external_id": "Record ID"}` (a list is joined in order). Fields it does not name are found from the
     /// headers as usual; a column it names that the file lacks is a 422 naming it.
-    #[param(max_length = 4096, example = json!(r#"{"name": ["First Name", "Last Name"], "role": "Job Title"}"#))]
+    #[param(max_length = 2048, example = json!(r#"{"name": ["First Name", "Last Name"], "role": "Job Title"}"#))]
     pub mapping: Option<String>,
     /// For an Excel workbook (`.xlsx`): the sheet to read (default: the first).
     #[param(max_length = 100)]

@@ -103,7 +103,7 @@ pub struct Mapping {
 }
 
 /// Longest mapping accepted, in characters (the API document's `maxLength`).
-pub const MAX_MAPPING_CHARS: usize = 4096;
+pub const MAX_MAPPING_CHARS: usize = 2048;
 
 /// Most columns one field may be joined from.
 const MAX_PIECES: usize = 8;

@@ -180,7 +180,7 @@ pub struct ExportFilter {
     /// The leads' own columns to write after the result columns, comma-separated, under their headers (e.g.
     /// `Email,Record ID`: what a CRM import matches on); `all_source_columns` (the default) writes every column
     /// of every upload the results come from; empty writes none.
-    #[param(max_length = 8192, example = "Email,Record ID")] // MAX_INCLUDE_CHARS
+    #[param(max_length = 2048, example = "Email,Record ID")] // MAX_INCLUDE_CHARS
     include: Option<String>,
     /// Only results of this intent.
     #[param(value_type = Option<crate::doc::IntentName>)]
@@ -221,7 +221,7 @@ enum Include {
 }
 
 /// Longest `include` accepted, in characters (the document's `maxLength`).
-const MAX_INCLUDE_CHARS: usize = 8192;
+const MAX_INCLUDE_CHARS: usize = 2048;
 
 /// Most columns `include` may list.
 const MAX_INCLUDE: usize = 200;
