@@ -47,6 +47,11 @@ pub struct AttributeResponse {
     pub value: String,
 }
 
+/// A lead's attributes as the API writes them.
+fn attributes(attributes: Vec<Attribute>) -> Vec<AttributeResponse> {
+    attributes.into_iter().map(|Attribute { name, value }| AttributeResponse { name, value }).collect()
+}
+
 impl From<LeadRecord> for LeadResponse {
     fn from(r: LeadRecord) -> Self {
         let l = r.lead;
@@ -61,11 +66,7 @@ impl From<LeadRecord> for LeadResponse {
             industry: l.industry,
             location: l.location,
             linkedin_bio: l.linkedin_bio,
-            attributes: l
-                .attributes
-                .into_iter()
-                .map(|Attribute { name, value }| AttributeResponse { name, value })
-                .collect(),
+            attributes: attributes(l.attributes),
             created_at: r.created_at,
         }
     }
@@ -412,11 +413,7 @@ impl From<Preview> for UploadPreview {
                     industry: l.industry,
                     location: l.location,
                     linkedin_bio: l.linkedin_bio,
-                    attributes: l
-                        .attributes
-                        .into_iter()
-                        .map(|Attribute { name, value }| AttributeResponse { name, value })
-                        .collect(),
+                    attributes: attributes(l.attributes),
                 })
                 .collect(),
             errors: p.errors.iter().map(problem_item).collect(),

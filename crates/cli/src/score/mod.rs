@@ -41,31 +41,14 @@ pub fn run(args: &ScoreArgs) -> ExitCode {
         }
     };
     if args.dry_run {
-        return match runtime.block_on(input::dry_run(args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(Failure::Unusable(e)) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-            Err(Failure::Failed(e)) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(1)
-            }
-        };
+        return runtime.block_on(input::dry_run(args)).map_or_else(Failure::exit, |()| ExitCode::SUCCESS);
     }
     match runtime.block_on(score(args)) {
         Ok(summary) => {
             summary.print(args);
             if args.strict && summary.rejected_total > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS }
         }
-        Err(Failure::Unusable(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Failed(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(failure) => failure.exit(),
     }
 }
 
@@ -73,6 +56,18 @@ pub fn run(args: &ScoreArgs) -> ExitCode {
 enum Failure {
     Unusable(anyhow::Error),
     Failed(anyhow::Error),
+}
+
+impl Failure {
+    /// Says why on standard error; exits 2 for unusable input, 1 for a failure while working.
+    fn exit(self) -> ExitCode {
+        let (e, code) = match self {
+            Failure::Unusable(e) => (e, 2),
+            Failure::Failed(e) => (e, 1),
+        };
+        eprintln!("error: {e:#}");
+        ExitCode::from(code)
+    }
 }
 
 impl From<anyhow::Error> for Failure {
