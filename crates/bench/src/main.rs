@@ -2,10 +2,12 @@
 //! machine in the same run (results go to BENCHMARKS.md). Never a timed test: run by hand or in a bench job.
 
 mod connections;
+mod embedded;
 mod generate;
 mod injection;
 mod llm;
 mod pipeline;
+mod profile;
 mod queue;
 mod reads;
 mod telemetry;
@@ -35,6 +37,9 @@ enum Command {
     /// The rules-only pipeline (PostgreSQL workers, SQLite serve) against the database-only pgbench cycle and the
     /// no-op loop, in alternating rounds; then the `Prefer: wait` latency.
     Pipeline(pipeline::PipelineArgs),
+    /// Where a `leadscore score --no-ai` run spends its time: per phase (wall, CPU by thread kind, write-lock
+    /// waits) and per statement, in this process on a throwaway SQLite file.
+    Profile(profile::ProfileArgs),
     /// Hostile connections: idle and slow-header clients against a `leadscore serve` under a descriptor limit;
     /// `/healthz` and `GET /v1/runs` latency with and without them.
     Connections(connections::ConnectionsArgs),
@@ -43,6 +48,9 @@ enum Command {
     Reads(reads::ReadsArgs),
     /// What the job spans cost: the rules-only pipeline with spans off, recorded, and exported over OTLP.
     Telemetry(telemetry::TelemetryArgs),
+    /// The embedded (SQLite) pipeline from outside, with the release binary: `leadscore score` against
+    /// `sqlite3 .import`, `leadscore serve` through HTTP (with pollers and SSE), and a run from the verdict cache.
+    Embedded(embedded::EmbeddedArgs),
 }
 
 /// The PostgreSQL server a bench creates its throwaway databases on.
@@ -74,6 +82,9 @@ fn main() -> anyhow::Result<()> {
         Command::Pipeline(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(pipeline::run(&args))
         }
+        Command::Profile(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(profile::run(&args))
+        }
         Command::Connections(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
@@ -83,6 +94,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Telemetry(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(telemetry::run(&args))
+        }
+        Command::Embedded(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(embedded::run(&args))
         }
     }
 }

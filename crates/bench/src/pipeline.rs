@@ -321,7 +321,7 @@ async fn sqlite_pipeline(args: &PipelineArgs, sqlite: &SqliteSide) -> Result<f64
 }
 
 /// The run's `finished_at` and whether it carries sub-second digits.
-fn finished_at(run: &Value) -> Result<(OffsetDateTime, bool)> {
+pub(crate) fn finished_at(run: &Value) -> Result<(OffsetDateTime, bool)> {
     let text = run["finished_at"].as_str().context("finished_at")?;
     let at = OffsetDateTime::parse(text, &Rfc3339).with_context(|| format!("finished_at {text:?}"))?;
     Ok((at, text.contains('.')))
@@ -447,7 +447,7 @@ fn show(v: f64, unit: &str) -> String {
 }
 
 /// `12345.6` -> `12,346`, as BENCHMARKS.md writes numbers.
-fn thousands(v: f64) -> String {
+pub(crate) fn thousands(v: f64) -> String {
     let digits = format!("{:.0}", v.abs());
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
@@ -554,18 +554,18 @@ async fn wait_reps(args: &PipelineArgs, server: &Server) -> Result<(Vec<f64>, Ve
 }
 
 /// A `leadscore serve` child and an HTTP client for it (auth is off: no API key exists in a fresh database).
-struct Server {
-    child: Child,
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
 }
 
 /// A `POST /v1/leads/score` answer with the wall-clock times the request was sent and the headers arrived.
-struct Scored {
-    status: StatusCode,
-    body: Value,
-    sent: OffsetDateTime,
-    arrived: OffsetDateTime,
+pub(crate) struct Scored {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Value,
+    pub(crate) sent: OffsetDateTime,
+    pub(crate) arrived: OffsetDateTime,
 }
 
 impl Server {
@@ -580,11 +580,11 @@ impl Server {
         Ok(Server { child, http: reqwest::Client::new(), base })
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 
-    async fn json(&self, request: reqwest::RequestBuilder, what: &str) -> Result<Value> {
+    pub(crate) async fn json(&self, request: reqwest::RequestBuilder, what: &str) -> Result<Value> {
         let r = request.send().await?;
         let status = r.status();
         let body: Value = r.json().await?;
@@ -617,7 +617,7 @@ impl Server {
     }
 
     /// `POST /v1/leads/score` over `upload`, with `Prefer: wait=N` when given.
-    async fn score(&self, offer: &str, upload: &str, wait: Option<u64>) -> Result<Scored> {
+    pub(crate) async fn score(&self, offer: &str, upload: &str, wait: Option<u64>) -> Result<Scored> {
         let mut request = self
             .http
             .post(format!("{}/v1/leads/score", self.base))
@@ -633,7 +633,7 @@ impl Server {
     }
 
     /// Polls `GET /v1/runs/{id}` every 20 ms until the run has a `finished_at`; it must be `completed`.
-    async fn wait_finished(&self, id: &str, within: Duration) -> Result<Value> {
+    pub(crate) async fn wait_finished(&self, id: &str, within: Duration) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let run =

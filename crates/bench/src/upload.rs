@@ -139,10 +139,17 @@ async fn sqlite_run(args: &UploadArgs, file: &Path, run: usize) -> Result<Sample
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(Sample { api_secs, api_rows, peak_rss_mb, baseline_secs: f64::NAN });
     }
-    let db = dir.join("baseline.db");
+    let baseline_secs = sqlite_import(&dir.join("baseline.db"), file).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Sample { api_secs, api_rows, peak_rss_mb, baseline_secs })
+}
+
+/// The SQLite baseline: `sqlite3 .import` of `file` (a six-column leads CSV with a header) into a table of
+/// database file `db` (created if missing). Returns the seconds it took.
+pub(crate) async fn sqlite_import(db: &Path, file: &Path) -> Result<f64> {
     let started = Instant::now();
     let status = Command::new("sqlite3")
-        .arg(&db)
+        .arg(db)
         // No id column: .import fills columns by position; the rowid is SQLite's integer key.
         .arg(
             "create table bench_copy (name text not null, role text not null, company text not null, \
@@ -152,12 +159,11 @@ async fn sqlite_run(args: &UploadArgs, file: &Path, run: usize) -> Result<Sample
         .status()
         .await
         .context("running sqlite3 (apt-get install sqlite3)")?;
-    let baseline_secs = started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     if !status.success() {
         bail!("sqlite3 .import failed");
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(Sample { api_secs, api_rows, peak_rss_mb, baseline_secs })
+    Ok(secs)
 }
 
 /// A fresh, migrated database `ls_bench_<tag>_<pid>` on the server of `admin_url`: its URL, name and store.
@@ -246,7 +252,7 @@ pub(crate) async fn wait_ready(base: &str) -> Result<()> {
 }
 
 /// VmHWM: the process's peak resident set size.
-fn peak_rss_mb(child: &Child) -> Result<f64> {
+pub(crate) fn peak_rss_mb(child: &Child) -> Result<f64> {
     let pid = child.id().context("server exited")?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status

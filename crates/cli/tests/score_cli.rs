@@ -66,6 +66,33 @@ fn scores_the_examples_and_summarises() {
     assert!(err.contains("rejected:    0 rows"), "{err}");
 }
 
+/// `-o` naming a pipe (as `/dev/null` names a device) writes into it and leaves it a pipe: the finished file is
+/// renamed into place only over a regular file or nothing. (It once replaced `/dev/null` with a regular file.)
+#[cfg(unix)]
+#[test]
+fn writes_into_a_pipe_without_replacing_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let fifo = scratch("fifo").join("results.pipe");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).expect("read the pipe"))
+    };
+    let o = leadscore(&[
+        "score",
+        "examples/leads.csv",
+        "--offer",
+        "examples/offer.json",
+        "-o",
+        fifo.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = reader.join().expect("reader");
+    assert_eq!(rows(&csv).len(), 16, "{csv}");
+    assert!(std::fs::metadata(&fifo).expect("still there").file_type().is_fifo(), "still a pipe");
+}
+
 #[test]
 fn lists_rejected_rows_with_lines_and_still_exits_0() {
     let dir = scratch("messy");

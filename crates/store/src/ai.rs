@@ -155,6 +155,7 @@ impl Store {
                 .await?;
             }
             Pool::Sqlite(pool) => {
+                let mut tx = crate::WritePool::begin_write(pool).await?;
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "insert into verdict_cache (key, intent, reasoning, expires_at) \
                      select k.value, i.value, r.value, ? from json_each(?) k \
@@ -164,8 +165,9 @@ impl Store {
                 .bind(Json(&keys))
                 .bind(Json(&intents))
                 .bind(Json(&reasons))
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
             }
         }
         Ok(())

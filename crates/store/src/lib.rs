@@ -120,27 +120,78 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
-/// Opens a transaction that will write: on SQLite it takes the write lock up front (`BEGIN IMMEDIATE`, waited
-/// for on `busy_timeout`), since a transaction that reads first and writes later fails at once with
-/// `SQLITE_BUSY` when another connection wrote in between.
+/// Opens a transaction that will write. On SQLite it first waits for this process's turn at the database file's
+/// write lock (a FIFO queue in the process), then takes the lock up front (`BEGIN IMMEDIATE`), since a
+/// transaction that reads first and writes later fails at once with `SQLITE_BUSY` when another connection wrote
+/// in between. The turn is what keeps the process's writers from waiting on SQLite's own busy handler, which
+/// polls the lock with sleeps of up to 100 ms: with the claim and the completion writes contending that way, a
+/// rules-only run spent more time asleep than working (BENCHMARKS.md, issue 17). Another process on the same
+/// file still waits on `busy_timeout`.
 pub(crate) trait WritePool {
     type Db: sqlx::Database;
-    fn begin_write(&self) -> impl Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send;
+    fn begin_write(&self) -> impl Future<Output = sqlx::Result<WriteTx<Self::Db>>> + Send;
 }
 
 impl WritePool for PgPool {
     type Db = sqlx::Postgres;
-    fn begin_write(&self) -> impl Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send {
-        self.begin()
+    async fn begin_write(&self) -> sqlx::Result<WriteTx<Self::Db>> {
+        Ok(WriteTx { tx: self.begin().await?, _turn: None })
     }
 }
 
 impl WritePool for SqlitePool {
     type Db = sqlx::Sqlite;
-    fn begin_write(&self) -> impl Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send {
-        self.begin_with("BEGIN IMMEDIATE")
+    async fn begin_write(&self) -> sqlx::Result<WriteTx<Self::Db>> {
+        let asked = std::time::Instant::now();
+        let turn = write_turns(self).acquire_owned().await.ok();
+        let tx = self.begin_with("BEGIN IMMEDIATE").await;
+        // What `leadscore-bench profile` sums as lock waits: the turn, a connection and the lock.
+        tracing::trace!(target: WRITE_LOCK, wait_secs = asked.elapsed().as_secs_f64());
+        Ok(WriteTx { tx: tx?, _turn: turn })
     }
 }
+
+/// The turns of this process's writers at each SQLite file's write lock (the lock is the file's, so two
+/// stores on one file share the queue).
+fn write_turns(pool: &SqlitePool) -> std::sync::Arc<tokio::sync::Semaphore> {
+    use std::sync::{Arc, LazyLock, Mutex};
+    type Turns = Mutex<std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Semaphore>>>;
+    static TURNS: LazyLock<Turns> = LazyLock::new(Default::default);
+    let file = pool.connect_options().get_filename().to_owned();
+    let mut turns = TURNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    turns.entry(file).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))).clone()
+}
+
+/// A write transaction ([`WritePool::begin_write`]); on SQLite it holds the process's turn until it ends. It
+/// derefs to the connection, as a `Transaction` does.
+pub(crate) struct WriteTx<DB: sqlx::Database> {
+    // Dropped first: an abandoned transaction's rollback is queued before the turn passes on.
+    tx: sqlx::Transaction<'static, DB>,
+    _turn: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<DB: sqlx::Database> WriteTx<DB> {
+    pub(crate) async fn commit(self) -> sqlx::Result<()> {
+        self.tx.commit().await
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for WriteTx<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for WriteTx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+}
+
+/// The target of the trace event that gives each SQLite write transaction's wait for its turn, a connection and
+/// the write lock (`wait_secs`).
+pub const WRITE_LOCK: &str = "leadscore_store::write_lock";
 
 /// A page request for cursor pagination: items after `after` (an id from the previous page), in id order.
 #[derive(Debug, Clone, Default)]
@@ -394,6 +445,7 @@ const SQLITE_MIGRATIONS: Migrations = &[
     (11, "unfinished_runs", include_str!("../../../migrations/sqlite/0011_unfinished_runs.sql")),
     (12, "run_trace", include_str!("../../../migrations/sqlite/0012_run_trace.sql")),
     (13, "upload_source", include_str!("../../../migrations/sqlite/0013_upload_source.sql")),
+    (14, "no_open_index", include_str!("../../../migrations/sqlite/0014_no_open_index.sql")),
 ];
 
 fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {

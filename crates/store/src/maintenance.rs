@@ -132,7 +132,7 @@ impl Store {
             }
             // One writer: the two statements of the transaction see the same jobs.
             Pool::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = crate::WritePool::begin_write(pool).await?;
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "insert into run_tallies (run_id, counter, n) select run_id, status, count(*) from jobs \
                      where run_id = $1 and status in ({prunable}) group by run_id, status \

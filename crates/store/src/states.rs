@@ -28,7 +28,17 @@ pub(crate) fn lit_job(s: JobStatus) -> String {
 
 /// `{column} in (...)`: the run states `event` may leave.
 pub(crate) fn run_guard(column: &str, event: RunEvent) -> String {
-    format!("{column} in ({})", list(&RunStatus::sources(event), RunStatus::as_str))
+    guard(column, &RunStatus::sources(event), RunStatus::as_str)
+}
+
+/// `{column} in (...)`, or `{column} = ...` for one state: SQLite uses a partial index only when the statement
+/// repeats its predicate's terms, and `status in ('running')` is not the term `status = 'running'` of
+/// `jobs_leased` (the lease rescue scanned every job).
+fn guard<T: Copy>(column: &str, states: &[T], name: impl Fn(T) -> &'static str) -> String {
+    match states {
+        [one] => format!("{column} = '{}'", name(*one)),
+        _ => format!("{column} in ({})", list(states, name)),
+    }
 }
 
 /// The run's next status after `event` as a SQL expression over its `status` and `started_at` columns (the
@@ -72,7 +82,7 @@ pub(crate) fn run_set(event: RunEvent, message: &str) -> String {
 
 /// `{column} in (...)`: the job states `event` may leave.
 pub(crate) fn job_guard(column: &str, event: JobEvent) -> String {
-    format!("{column} in ({})", list(JobStatus::sources(event), JobStatus::as_str))
+    guard(column, JobStatus::sources(event), JobStatus::as_str)
 }
 
 /// `'queued', 'running'`: runs whose jobs are claimed (the predicate of `runs_active`).
@@ -128,7 +138,7 @@ mod tests {
             "r.status in ('queued', 'running', 'cancelling')"
         );
         assert_eq!(job_guard("status", JobEvent::Claim), "status in ('queued', 'retrying')");
-        assert_eq!(job_guard("status", JobEvent::Succeed), "status in ('running')");
+        assert_eq!(job_guard("status", JobEvent::Succeed), "status = 'running'");
     }
 
     #[test]

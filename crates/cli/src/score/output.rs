@@ -67,6 +67,15 @@ pub(super) async fn write_rejects(store: &Store, upload: &str, path: &Path) -> R
 pub(super) fn open_output(path: Option<&Path>) -> Result<(Box<dyn Write + Send>, Option<PathBuf>)> {
     match path {
         None => Ok((Box::new(BufWriter::with_capacity(256 * 1024, io::stdout())), None)),
+        // A device or pipe (`-o /dev/null`, `-o >(gzip ...)`) is written to as it is: renaming a finished file
+        // over it would replace the device with a regular file.
+        Some(path) if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            Ok((Box::new(BufWriter::with_capacity(256 * 1024, file)), None))
+        }
         Some(path) => {
             let mut partial = path.as_os_str().to_owned();
             partial.push(".partial");

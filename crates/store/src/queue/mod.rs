@@ -20,7 +20,7 @@ use sqlx::types::Json;
 pub use depth::QueueDepth;
 
 use crate::states::{OPEN_JOBS, job_status, run_guard, run_target};
-use crate::{Pool, Result, RunUsage, Store, now_millis, on_pool};
+use crate::{Backend, Pool, Result, RunUsage, Store, now_millis, on_pool};
 
 /// A job a worker now holds a lease on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,14 +183,22 @@ fn finish_set() -> String {
     format!("set status = {}, finished_at = $1", run_target(RunEvent::Drained))
 }
 
-/// The runs (`runs` in the statement) that may be finished: the drained move's sources, without open jobs
-/// (one probe of the partial index `jobs_open`).
-fn finishable() -> String {
-    format!(
-        "{} and not exists (select 1 from jobs where jobs.run_id = runs.id and jobs.status in ({}))",
-        run_guard("status", RunEvent::Drained),
-        *OPEN_JOBS
-    )
+/// The runs (`runs` in the statement) that may be finished: the drained move's sources, without open jobs.
+/// PostgreSQL probes the partial index `jobs_open` once. SQLite reads the run's tallies (exact: kept by triggers
+/// in the same transaction): its planner, without statistics, walked the run's jobs by primary key instead,
+/// past every finished one, which made each completion batch cost as much as the jobs done so far (11 ms per
+/// batch, a third of a 100,000-lead run; BENCHMARKS.md, issue 17).
+fn finishable(backend: Backend) -> String {
+    let open = match backend {
+        Backend::Postgres => {
+            format!("select 1 from jobs where jobs.run_id = runs.id and jobs.status in ({})", *OPEN_JOBS)
+        }
+        Backend::Sqlite => format!(
+            "select 1 from run_tallies t where t.run_id = runs.id and t.counter in ({}) and t.n > 0",
+            *OPEN_JOBS
+        ),
+    };
+    format!("{} and not exists ({open})", run_guard("status", RunEvent::Drained))
 }
 
 /// `set ...` of a job whose lease expired (`$1`: now): back to the queue, or failed on its last attempt.
@@ -235,12 +243,19 @@ impl Store {
         let mut runs: Vec<&str> = done.iter().map(|c| c.job().run_id.as_str()).collect();
         runs.sort_unstable();
         runs.dedup();
-        let applied = match &self.pool {
-            Pool::Pg(pool) => postgres::complete(pool, worker, done, now).await?,
-            Pool::Sqlite(pool) => sqlite::complete(pool, worker, done, now).await?,
-        };
-        self.settle_after_write(&runs).await;
-        Ok(applied)
+        match &self.pool {
+            Pool::Pg(pool) => {
+                let applied = postgres::complete(pool, worker, done, now).await?;
+                self.settle_after_write(&runs).await;
+                Ok(applied)
+            }
+            // The batch's runs are settled in its own transaction: one write lock, not two.
+            Pool::Sqlite(pool) => {
+                let applied = sqlite::complete(pool, worker, done, now, &runs).await?;
+                self.announce_progress(&runs).await;
+                Ok(applied)
+            }
+        }
     }
 
     /// Extends the leases of `jobs` (run id, lead id) that `worker` still holds: only the jobs the pool is
@@ -288,10 +303,13 @@ impl Store {
             crate::states::job_guard("status", JobEvent::Cancel),
             crate::states::lit_run(leadscore_core::RunStatus::Cancelling)
         );
-        let sql = format!("update runs {} where {} returning id", finish_set(), finishable());
+        let sql = format!("update runs {} where {} returning id", finish_set(), finishable(self.backend()));
         let finished: Vec<String> = on_pool!(self, pool => {
-            sqlx::query(sqlx::AssertSqlSafe(stray)).execute(pool).await?;
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(crate::now()).fetch_all(pool).await?
+            let mut tx = crate::WritePool::begin_write(pool).await?;
+            sqlx::query(sqlx::AssertSqlSafe(stray)).execute(&mut *tx).await?;
+            let finished = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(crate::now()).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            finished
         });
         let ids: Vec<&str> = finished.iter().map(String::as_str).collect();
         self.announce_progress(&ids).await;

@@ -311,7 +311,7 @@ pub(super) async fn settle(pool: &PgPool, runs: &[&str]) -> Result<()> {
                where id = any($2) and {} order by id for update) returning id) \
              select pg_notify('leadscore_progress', r) from unnest($2::text[]) as r",
             finish_set(),
-            finishable()
+            finishable(crate::Backend::Postgres)
         )
     });
     sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())).bind(crate::now()).bind(runs).execute(pool).await?;

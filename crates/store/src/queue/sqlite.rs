@@ -2,13 +2,16 @@
 //! (`BEGIN IMMEDIATE`), so no `SKIP LOCKED` is needed and a read-then-write never fails half-way with
 //! `SQLITE_BUSY`. Per-row statements inside one transaction: a commit, not a statement, is what costs here.
 
-use leadscore_core::{JobEvent, RunEvent};
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use leadscore_core::{JobEvent, JobStatus, RunEvent};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use super::result_row::{self, ResultRow, Value};
-use super::{ClaimedJob, Completion, FAIR_RUNS, finish_set, finishable};
-use crate::Result;
+use super::{ClaimedJob, Completion, FAIR_RUNS, JobWrite, finish_set, finishable};
 use crate::states::{CLAIMABLE_JOBS, CLAIMABLE_RUNS, job_guard, lit_job, run_guard, run_target};
+use crate::{Result, WritePool};
 
 /// Claims about `limit / runs` due jobs of each active run in one transaction: a failure claims nothing rather
 /// than jobs the caller never hears of. Runs whose first job is claimed start.
@@ -19,7 +22,7 @@ pub(super) async fn claim(
     now: i64,
     expires: i64,
 ) -> Result<Vec<ClaimedJob>> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = pool.begin_write().await?;
     let runs: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "select id from runs where status in ({}) order by id limit $1",
         *CLAIMABLE_RUNS
@@ -76,45 +79,103 @@ pub(super) async fn claim(
         .collect())
 }
 
-/// Writes the batch in one transaction: each job row under its guard, its result when the guard held, and what
-/// was billed without a result written.
-pub(super) async fn complete(pool: &SqlitePool, worker: &str, done: &[Completion], now: i64) -> Result<u64> {
-    let update = format!(
-        "update jobs set status = $1, last_error = coalesce($2, last_error), run_at = coalesce($3, run_at), \
-           lease_owner = null, lease_expires_at = null, attempts = attempts - $7 \
-         where run_id = $4 and lead_id = $5 and {} and lease_owner = $6",
-        job_guard("status", JobEvent::Succeed)
-    );
-    let mut applied = 0;
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+/// Rows per statement of a completion batch: within SQLite's default limit of 32,766 bound values (a result row
+/// binds 19), and large enough that a worker's batch of completions is a few statements.
+const ROWS_PER_STATEMENT: usize = 128;
+
+/// Writes the batch in one transaction: the job rows under their guard, the results of those whose guard held,
+/// and what was billed without a result written; then finishes those of `runs` left without open jobs.
+///
+/// Set-based: one statement per [`ROWS_PER_STATEMENT`] jobs, not one per job. Each statement is a hand-over to
+/// the connection's thread and back, which cost the process more CPU per job than SQLite's own work
+/// (BENCHMARKS.md, issue 17).
+pub(super) async fn complete(
+    pool: &SqlitePool,
+    worker: &str,
+    done: &[Completion],
+    now: i64,
+    runs: &[&str],
+) -> Result<u64> {
+    let writes: Vec<JobWrite<'_>> = done.iter().map(|c| c.write(now)).collect();
+    let mut tx = pool.begin_write().await?;
+    let mut applied: HashSet<(String, String)> = HashSet::new();
+    // Successes all write the same values: a plain `update ... where (run_id, lead_id) in (...)` probes the
+    // primary key per job, where the joined update of the others costs twice as much per row.
+    let (succeeded, others): (Vec<_>, Vec<_>) =
+        writes.into_iter().partition(|w| w.status == JobStatus::Succeeded);
+    for chunk in succeeded.chunks(ROWS_PER_STATEMENT) {
+        applied.extend(succeed_jobs(&mut tx, worker, chunk).await?);
+    }
+    for chunk in others.chunks(ROWS_PER_STATEMENT) {
+        applied.extend(update_jobs(&mut tx, worker, chunk).await?);
+    }
+    let mut results = Vec::new();
+    // A job twice in one batch is written once: the first completion holds the guard, the others are stale.
+    let mut taken: HashSet<(&str, &str)> = HashSet::new();
     for c in done {
-        let w = c.write(now);
-        let updated = sqlx::query(sqlx::AssertSqlSafe(update.as_str()))
-            .bind(w.status.as_str())
-            .bind(w.error)
-            .bind(w.run_at)
-            .bind(&w.job.run_id)
-            .bind(&w.job.lead_id)
-            .bind(worker)
-            .bind(w.refund)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        // A result written counts its spend by trigger; anything else counts it here.
-        let written = matches!(c, Completion::Succeeded { .. }) && updated > 0;
-        if !written {
-            add_spent(&mut tx, c).await?;
-        }
-        if updated == 0 {
-            continue;
-        }
-        applied += 1;
-        if let Completion::Succeeded { job, result } = c {
-            insert_result(&mut tx, &ResultRow { job, result }).await?;
+        let job = c.job();
+        let holds = applied.contains(&(job.run_id.clone(), job.lead_id.clone()))
+            && taken.insert((job.run_id.as_str(), job.lead_id.as_str()));
+        match c {
+            // A result written counts its spend by trigger; anything else counts it here.
+            Completion::Succeeded { job, result } if holds => results.push(ResultRow { job, result }),
+            _ => add_spent(&mut tx, c).await?,
         }
     }
+    for chunk in results.chunks(ROWS_PER_STATEMENT) {
+        insert_results(&mut tx, chunk).await?;
+    }
+    finish_drained(&mut tx, runs).await?;
     tx.commit().await?;
-    Ok(applied)
+    Ok(taken.len() as u64)
+}
+
+/// Marks jobs succeeded under their guard (`running`, leased by `worker`); returns the keys it changed.
+async fn succeed_jobs(
+    tx: &mut sqlx::SqliteConnection,
+    worker: &str,
+    writes: &[JobWrite<'_>],
+) -> Result<Vec<(String, String)>> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+        "update jobs set status = {}, lease_owner = null, lease_expires_at = null where (run_id, lead_id) in (",
+        lit_job(JobStatus::Succeeded)
+    ));
+    q.push_values(writes, |mut row, w| {
+        row.push_bind(w.job.run_id.as_str()).push_bind(w.job.lead_id.as_str());
+    });
+    q.push(format!(") and {} and lease_owner = ", job_guard("status", JobEvent::Succeed)));
+    q.push_bind(worker);
+    q.push(" returning run_id, lead_id");
+    Ok(q.build_query_as().persistent(false).fetch_all(&mut *tx).await?)
+}
+
+/// Writes each job's new values under its guard (`running`, leased by `worker`); returns the keys it changed.
+async fn update_jobs(
+    tx: &mut sqlx::SqliteConnection,
+    worker: &str,
+    writes: &[JobWrite<'_>],
+) -> Result<Vec<(String, String)>> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "update jobs set status = c.column3, last_error = coalesce(c.column4, jobs.last_error), \
+           run_at = coalesce(c.column5, jobs.run_at), lease_owner = null, lease_expires_at = null, \
+           attempts = jobs.attempts - c.column6 from (",
+    );
+    q.push_values(writes, |mut row, w| {
+        row.push_bind(w.job.run_id.as_str())
+            .push_bind(w.job.lead_id.as_str())
+            .push_bind(w.status.as_str())
+            .push_bind(w.error)
+            .push_bind(w.run_at)
+            .push_bind(w.refund);
+    });
+    q.push(format!(
+        ") as c where jobs.run_id = c.column1 and jobs.lead_id = c.column2 and {} and jobs.lease_owner = ",
+        job_guard("jobs.status", JobEvent::Succeed)
+    ));
+    q.push_bind(worker);
+    q.push(" returning jobs.run_id, jobs.lead_id");
+    // Not kept in the connection's statement cache: the batch's size picks the statement's text.
+    Ok(q.build_query_as().persistent(false).fetch_all(&mut *tx).await?)
 }
 
 async fn add_spent(tx: &mut sqlx::SqliteConnection, c: &Completion) -> Result<()> {
@@ -138,27 +199,33 @@ async fn add_spent(tx: &mut sqlx::SqliteConnection, c: &Completion) -> Result<()
     Ok(())
 }
 
-/// Inserts (or replaces, `version + 1`) one result, its values bound in the order of the column list.
-async fn insert_result(tx: &mut sqlx::SqliteConnection, row: &ResultRow<'_>) -> Result<()> {
-    let mut q: QueryBuilder<Sqlite> =
-        QueryBuilder::new(format!("insert into results ({}) select ", result_row::insert_columns()));
-    let mut values = q.separated(", ");
-    values.push_bind(row.job.run_id.clone());
-    values.push_bind(row.job.lead_id.clone());
-    values.push("r.workspace_id");
-    values.push("r.offer_id");
-    values.push("1");
-    for value in row.values()? {
-        match value {
-            Value::Text(v) => values.push_bind(v),
-            Value::Int(v) => values.push_bind(v),
-            Value::Float(v) => values.push_bind(v),
-        };
-    }
-    values.push_bind(crate::now());
-    q.push(" from runs r where r.id = ").push_bind(row.job.run_id.clone());
-    q.push(" ").push(result_row::upsert());
-    q.build().execute(&mut *tx).await?;
+/// Inserts (or replaces, `version + 1`) results: each row's values bound in the order of the column list, with
+/// its run's workspace and offer.
+async fn insert_results(tx: &mut sqlx::SqliteConnection, rows: &[ResultRow<'_>]) -> Result<()> {
+    let values = rows.iter().map(ResultRow::values).collect::<Result<Vec<_>>>()?;
+    let created_at = crate::now();
+    let n = result_row::VALUES.len();
+    let columns: Vec<String> = (3..3 + n).map(|i| format!("c.column{i}")).collect();
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+        "insert into results ({}) select c.column1, c.column2, r.workspace_id, r.offer_id, 1, {}, c.column{} \
+         from (",
+        result_row::insert_columns(),
+        columns.join(", "),
+        3 + n,
+    ));
+    q.push_values(rows.iter().zip(values), |mut b, (row, values)| {
+        b.push_bind(row.job.run_id.as_str()).push_bind(row.job.lead_id.as_str());
+        for value in values {
+            match value {
+                Value::Text(v) => b.push_bind(v),
+                Value::Int(v) => b.push_bind(v),
+                Value::Float(v) => b.push_bind(v),
+            };
+        }
+        b.push_bind(created_at);
+    });
+    q.push(") as c join runs r on r.id = c.column1 where true ").push(result_row::upsert());
+    q.build().persistent(false).execute(&mut *tx).await?;
     Ok(())
 }
 
@@ -174,7 +241,7 @@ pub(super) async fn renew(
          and status = {}",
         lit_job(leadscore_core::JobStatus::Running)
     );
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_write().await?;
     let mut n = 0;
     for (run, lead) in jobs {
         n += sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
@@ -197,14 +264,26 @@ pub(super) async fn rescue(pool: &SqlitePool, now: i64) -> Result<u64> {
         super::rescue_set(),
         job_guard("status", JobEvent::LeaseExpired)
     );
-    Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).execute(pool).await?.rows_affected())
+    let mut tx = pool.begin_write().await?;
+    let rescued = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).execute(&mut *tx).await?.rows_affected();
+    tx.commit().await?;
+    Ok(rescued)
 }
 
 /// Finishes those of `runs` without open jobs.
 pub(super) async fn settle(pool: &SqlitePool, runs: &[&str]) -> Result<()> {
-    let sql = format!("update runs {} where id = $2 and {}", finish_set(), finishable());
+    let mut tx = pool.begin_write().await?;
+    finish_drained(&mut tx, runs).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn finish_drained(tx: &mut sqlx::SqliteConnection, runs: &[&str]) -> Result<()> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!("update runs {} where id = $2 and {}", finish_set(), finishable(crate::Backend::Sqlite))
+    });
     for run in runs {
-        sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(crate::now()).bind(run).execute(pool).await?;
+        sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())).bind(crate::now()).bind(run).execute(&mut *tx).await?;
     }
     Ok(())
 }

@@ -34,7 +34,7 @@ fn check(active: i64, cap: u32) -> Result<()> {
     if active >= i64::from(cap) { Err(StoreError::TooManyActiveRuns { active, cap }) } else { Ok(()) }
 }
 
-impl ActiveRunCap for sqlx::Transaction<'static, sqlx::Postgres> {
+impl ActiveRunCap for crate::WriteTx<sqlx::Postgres> {
     async fn within_cap(&mut self, workspace: &str, cap: u32) -> Result<()> {
         // Creates in one workspace take turns from here to commit: under READ COMMITTED two of them would each
         // count without the other's run. `no key update` does not block the foreign-key checks of other writes.
@@ -50,7 +50,7 @@ impl ActiveRunCap for sqlx::Transaction<'static, sqlx::Postgres> {
     }
 }
 
-impl ActiveRunCap for sqlx::Transaction<'static, sqlx::Sqlite> {
+impl ActiveRunCap for crate::WriteTx<sqlx::Sqlite> {
     async fn within_cap(&mut self, workspace: &str, cap: u32) -> Result<()> {
         // `BEGIN IMMEDIATE` already makes writers take turns.
         let active: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(COUNT_ACTIVE.as_str()))

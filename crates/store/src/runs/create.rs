@@ -217,7 +217,7 @@ trait ClaimKey {
 
 macro_rules! impl_claim_key {
     ($db:ty) => {
-        impl ClaimKey for sqlx::Transaction<'static, $db> {
+        impl ClaimKey for crate::WriteTx<$db> {
             async fn claim_key(
                 &mut self,
                 workspace: &str,

@@ -8,10 +8,10 @@ use leadscore_core::Lead;
 use leadscore_core::csv::RejectedRow;
 use leadscore_core::csv::SourceReport;
 use sqlx::types::Json;
-use sqlx::{Postgres, Sqlite, Transaction};
+use sqlx::{Postgres, Sqlite};
 use time::OffsetDateTime;
 
-use crate::{Pool, Result, Store, WritePool, new_id, now};
+use crate::{Pool, Result, Store, WritePool, WriteTx, new_id, now};
 
 use super::UploadRecord;
 use super::bulk::{Placeholders, copy_row, values_sql};
@@ -21,8 +21,8 @@ const SQLITE_LEADS_PER_INSERT: usize = 1000;
 const ERRORS_PER_INSERT: usize = 1000;
 
 enum Tx {
-    Pg(Transaction<'static, Postgres>),
-    Sqlite(Transaction<'static, Sqlite>),
+    Pg(WriteTx<Postgres>),
+    Sqlite(WriteTx<Sqlite>),
 }
 
 /// Runs `$body` with `$tx` bound to the backend's transaction: one source, compiled once per backend.
