@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn guards_follow_the_table() {
-        assert_eq!(run_guard("status", RunEvent::Claimed), "status in ('queued')");
+        assert_eq!(run_guard("status", RunEvent::Claimed), "status = 'queued'");
         assert_eq!(
             run_guard("r.status", RunEvent::Drained),
             "r.status in ('queued', 'running', 'cancelling')"
