@@ -143,7 +143,7 @@ impl Store {
     /// scoring the lead right now finds its job gone: its completion is ignored like any stale one.
     pub async fn delete_lead(&self, workspace: &str, id: &str) -> Result<bool> {
         let (deleted, runs) = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::WritePool::begin_write(pool).await?;
             let runs: Vec<String> = sqlx::query_scalar(
                 "delete from jobs where lead_id = $2 and run_id in (select id from runs where workspace_id = $1) \
                  returning run_id")

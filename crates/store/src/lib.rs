@@ -183,6 +183,10 @@ impl<DB: sqlx::Database> WriteTx<DB> {
     pub(crate) async fn commit(self) -> sqlx::Result<()> {
         self.tx.commit().await
     }
+
+    pub(crate) async fn rollback(self) -> sqlx::Result<()> {
+        self.tx.rollback().await
+    }
 }
 
 impl<DB: sqlx::Database> std::ops::Deref for WriteTx<DB> {

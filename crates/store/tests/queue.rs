@@ -34,6 +34,7 @@ both_backends!(
     the_pager_reads_every_result_once,
     a_watch_wakes_on_the_run_finishing,
     queue_depth_counts_unfinished_runs_and_due_jobs,
+    a_job_twice_in_one_batch_is_written_by_its_first_completion,
 );
 
 const WS: &str = DEFAULT_WORKSPACE;
@@ -104,6 +105,53 @@ async fn stale_workers_change_nothing(backend: Backend) {
         0,
         "nothing to claim twice"
     );
+}
+
+/// A pool whose lease on a job was rescued while it still worked on it, and that claimed the job again, can
+/// hand both attempts' completions to one batch: the first is written, the second is stale and adds only its
+/// spend (a failure before a success must not leave the job `succeeded` without its result, nor a success
+/// before a failure write the result twice).
+async fn a_job_twice_in_one_batch_is_written_by_its_first_completion(backend: Backend) {
+    for failure_first in [true, false] {
+        let db = TestDb::new(backend).await;
+        let s = &db.store;
+        let (offer, upload) = seed(s, 1).await;
+        let run = create(s, &offer, Selection::Upload(upload)).await;
+        let old = s.claim_jobs("w", 10, Duration::from_millis(0)).await.expect("claim");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(s.rescue_expired().await.expect("rescue"), 1);
+        let new = s.claim_jobs("w", 10, Duration::from_secs(30)).await.expect("claim again");
+        assert_eq!((old.len(), new.len(), new[0].attempts), (1, 1, 2));
+        let failed = Completion::Failed {
+            job: old[0].clone(),
+            error: "late".into(),
+            retry_in: Some(Duration::ZERO),
+            spent: RunUsage { prompt_tokens: 5, completion_tokens: 0, cost_usd: 0.0 },
+        };
+        let succeeded = Completion::Succeeded { job: new[0].clone(), result: result_for(&lead(0), true) };
+        let batch = if failure_first { [failed, succeeded] } else { [succeeded, failed] };
+        assert_eq!(s.complete_jobs("w", &batch).await.expect("complete"), 1, "one of the two is written");
+        let counts = s.job_counts(&run.id).await.expect("counts");
+        let t = s.run_tallies(&run.id).await.expect("tallies");
+        let results = s
+            .list_results(
+                WS,
+                &ResultScope::Run(run.id.clone()),
+                &ResultFilter::default(),
+                &Page { limit: 10, after: None },
+            )
+            .await
+            .expect("results")
+            .items;
+        if failure_first {
+            assert_eq!((counts.retrying, counts.succeeded, results.len()), (1, 0, 0), "{counts:?}");
+        } else {
+            assert_eq!((counts.succeeded, counts.retrying, results.len()), (1, 0, 1), "{counts:?}");
+            assert_eq!(t.results.hybrid, 1);
+        }
+        // Both calls were billed: the stale completion's spend is counted as the written one's is.
+        assert_eq!(t.usage.prompt_tokens, 305, "{:?}", t.usage);
+    }
 }
 
 async fn failures_retry_then_fail(backend: Backend) {

@@ -239,6 +239,20 @@ impl Store {
     /// without open jobs, announces progress). Returns how many were applied: a completion of a job this worker
     /// no longer leases (rescued, cancelled) is ignored.
     pub async fn complete_jobs(&self, worker: &str, done: &[Completion]) -> Result<u64> {
+        // A job twice in one batch: its lease was rescued while this pool still worked on it, and the pool claimed
+        // it again. Its first completion is written first; each later one goes in a batch of its own, finds its
+        // guard taken (the job left `running`) and adds only its spend. The batch statements assume one
+        // completion per job.
+        let mut seen = std::collections::HashSet::new();
+        if !done.iter().all(|c| seen.insert((c.job().run_id.as_str(), c.job().lead_id.as_str()))) {
+            let mut seen = std::collections::HashSet::new();
+            let (first, later): (Vec<Completion>, Vec<Completion>) = done
+                .iter()
+                .cloned()
+                .partition(|c| seen.insert((c.job().run_id.clone(), c.job().lead_id.clone())));
+            let applied = Box::pin(self.complete_jobs(worker, &first)).await?;
+            return Ok(applied + Box::pin(self.complete_jobs(worker, &later)).await?);
+        }
         let now = now_millis();
         let mut runs: Vec<&str> = done.iter().map(|c| c.job().run_id.as_str()).collect();
         runs.sort_unstable();

@@ -110,12 +110,11 @@ pub(super) async fn complete(
         applied.extend(update_jobs(&mut tx, worker, chunk).await?);
     }
     let mut results = Vec::new();
-    // A job twice in one batch is written once: the first completion holds the guard, the others are stale.
-    let mut taken: HashSet<(&str, &str)> = HashSet::new();
+    let mut held = 0;
     for c in done {
         let job = c.job();
-        let holds = applied.contains(&(job.run_id.clone(), job.lead_id.clone()))
-            && taken.insert((job.run_id.as_str(), job.lead_id.as_str()));
+        let holds = applied.contains(&(job.run_id.clone(), job.lead_id.clone()));
+        held += u64::from(holds);
         match c {
             // A result written counts its spend by trigger; anything else counts it here.
             Completion::Succeeded { job, result } if holds => results.push(ResultRow { job, result }),
@@ -127,7 +126,7 @@ pub(super) async fn complete(
     }
     finish_drained(&mut tx, runs).await?;
     tx.commit().await?;
-    Ok(taken.len() as u64)
+    Ok(held)
 }
 
 /// Marks jobs succeeded under their guard (`running`, leased by `worker`); returns the keys it changed.
